@@ -1,0 +1,5 @@
+"""ae-anomaly: anomaly detection in images with autoencoders."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Getting images in: dataset files, corruptions and the scenario splits."""
