@@ -24,6 +24,11 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     tmp = Path(tmp_name)
     try:
         write(tmp)
+        # mkstemp creates files readable by the owner only; give the file the
+        # permissions an ordinary open() would have.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -31,11 +36,15 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
 
 
 def write_bytes(path: Path, data: bytes) -> None:
-    atomic_write(path, lambda tmp: tmp.write_bytes(data))
+    atomic_write(path, lambda tmp: _discard(tmp.write_bytes(data)))
 
 
 def write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    atomic_write(path, lambda tmp: _discard(tmp.write_text(text, encoding="utf-8")))
+
+
+def _discard(_: object) -> None:
+    """Drop a return value (byte counts) that ``atomic_write``'s callback must not return."""
 
 
 def write_json(path: Path, obj: Any) -> None:

@@ -1,0 +1,186 @@
+"""The ``ae-anomaly`` command: parse, build the config, call the API, print a summary.
+
+Every config field is also a flag named after it (``--epochs 5``); values
+are read as YAML, so ``--noise-std 0.1,0.2`` and ``--mix "{clean: 0.5, noise: 0.5}"``
+work. Problems a user can fix end in one sentence and exit status 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any, get_origin
+
+import click
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from ae_anomaly import __version__
+from ae_anomaly.config import build_config, leaf_fields, read_yaml
+from ae_anomaly.errors import UserError
+from ae_anomaly.outputs import RunFolder
+from ae_anomaly.progress import RichProgress
+
+EXIT_USER_ERROR = 2
+
+
+class _Group(click.Group):
+    """Turns a UserError anywhere below into click's one-line error with exit status 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except UserError as exc:
+            error = click.ClickException(str(exc))
+            error.exit_code = EXIT_USER_ERROR
+            raise error from None
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="ae-anomaly")
+def cli() -> None:
+    """Anomaly detection in images with autoencoders."""
+
+
+def config_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Add one ``--flag`` per config field, named and documented after the field."""
+    for name, (section, info) in reversed(list(leaf_fields().items())):
+        key = f"{section}.{name}" if section else name
+        help_text = f"{info.description} [config: {key}]"
+        command = click.option(
+            f"--{name.replace('_', '-')}", name, default=None, metavar="VALUE", help=help_text
+        )(command)
+    return command
+
+
+def parse_overrides(raw: dict[str, str | None]) -> dict[str, Any]:
+    """Flag strings -> YAML values; the config validator then checks their types."""
+    leaves = leaf_fields()
+    overrides: dict[str, Any] = {}
+    for name, text in raw.items():
+        if text is None:
+            continue
+        is_list = get_origin(leaves[name][1].annotation) is list
+        if is_list and not text.lstrip().startswith("["):
+            text = f"[{text}]"
+        try:
+            overrides[name] = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise UserError(
+                f"--{name.replace('_', '-')}: cannot read {text!r} as a value"
+            ) from None
+    return overrides
+
+
+@cli.command()
+@click.option("--config", "config_path", type=click.Path(path_type=Path), help="YAML config file.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    help="Output folder [default: runs/<scenario>-<dataset>-<time>].",
+)
+@click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
+@click.option("--resume", is_flag=True, help="Continue the interrupted run in --out.")
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
+@config_options
+def run(
+    config_path: Path | None,
+    out: Path | None,
+    overwrite: bool,
+    resume: bool,
+    quiet: bool,
+    **raw: str | None,
+) -> None:
+    """Train a detector, fit its threshold, evaluate it and write a report."""
+    from ae_anomaly.experiment import CONFIG_FILE, run_experiment
+
+    if resume and out is None:
+        raise UserError("--resume needs --out, the folder of the interrupted run")
+    if resume and config_path is None:
+        # The interrupted run's own config, so that only explicit flags change it.
+        config_path = RunFolder(out).work / CONFIG_FILE  # type: ignore[arg-type]
+        if not config_path.exists():
+            raise UserError(f"there is no interrupted run to resume at {RunFolder(out).work}")  # type: ignore[arg-type]
+    base = read_yaml(config_path) if config_path else {}
+    config = build_config(base, parse_overrides(raw))
+    if out is None:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        out = Path("runs") / f"{config.scenario}-{config.data.dataset}-{stamp}"
+    console = Console(stderr=True, quiet=quiet)
+    listener = None if quiet else RichProgress(console)
+    with listener or _nullcontext():
+        result = run_experiment(config, out, overwrite=overwrite, resume=resume, listener=listener)
+    if not quiet:
+        print_summary(Console(), result.metrics, result.folder, result.seconds)
+
+
+class _nullcontext:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *args: object) -> None:
+        return None
+
+
+def print_summary(console: Console, metrics: dict[str, Any], folder: Path, seconds: float) -> None:
+    """A short table: AUROC / AUPRC / share flagged per kind, then the threshold figures."""
+    table = Table(title=f"Results ({seconds:.0f} s)")
+    for column in ("group", "n", "AUROC", "AUPRC", "flagged"):
+        table.add_column(column, justify="left" if column == "group" else "right")
+    table.add_row(
+        "all",
+        str(metrics["n_test"]),
+        _fmt(metrics["overall"]["auroc"]),
+        _fmt(metrics["overall"]["auprc"]),
+        "",
+    )
+    for section, prefix in (
+        ("by_kind", ""),
+        ("by_noise_std", "noise std "),
+        ("by_angle_band", "rotation "),
+    ):
+        for name, row in metrics[section].items():
+            table.add_row(
+                f"{prefix}{name}",
+                str(row["n"]),
+                _fmt(row.get("auroc")),
+                _fmt(row.get("auprc")),
+                _fmt(row["flagged"]),
+            )
+    console.print(table)
+    at = metrics["at_threshold"]
+    console.print(
+        f"threshold {metrics['threshold_rule']} = {metrics['threshold']:.5g}: "
+        f"precision {_fmt(at['precision'])}, recall {_fmt(at['recall'])}, F1 {_fmt(at['f1'])}"
+    )
+    console.print(f"report: {folder / 'report.html'}")
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+@cli.command()
+@click.option("--data-dir", type=click.Path(path_type=Path), help="Folder searched first.")
+def datasets(data_dir: Path | None) -> None:
+    """List the known datasets, where each was found and whether its checksums verify."""
+    from ae_anomaly.data.sources import dataset_status
+
+    table = Table()
+    for column in ("dataset", "found via", "folder", "status"):
+        table.add_column(column)
+    for row in dataset_status(data_dir):
+        folder = str(row.location) if row.location else "-"
+        table.add_row(row.name, row.source or "-", folder, row.verdict)
+    Console().print(table)
+
+
+def main() -> None:
+    cli(prog_name="ae-anomaly")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,248 @@
+"""The typed experiment config: what a YAML file or the command line may set.
+
+YAML is read only here, at the edge; the rest of the code sees validated
+pydantic objects. Every leaf field has a unique name, which is also its
+command-line flag (``training.epochs`` is ``--epochs``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ae_anomaly.errors import UserError
+from ae_anomaly.thresholds import parse_threshold
+
+CORRUPTION_KINDS = ("clean", "noise", "rotation", "noise+rotation")
+
+
+class _Section(BaseModel):
+    # Unknown keys are errors: a typo must not silently fall back to a default.
+    # protected_namespaces=() lets a field be called model_args.
+    model_config = ConfigDict(extra="forbid", validate_default=True, protected_namespaces=())
+
+
+class DataConfig(_Section):
+    dataset: str = Field("mnist", description="dataset name (see `ae-anomaly datasets`)")
+    data_dir: Path | None = Field(
+        None, description="folder holding <dataset>/ with the IDX files; searched first"
+    )
+    val_fraction: float = Field(
+        0.1, gt=0, lt=1, description="share of the normal training images held out for validation"
+    )
+    train_limit: int | None = Field(
+        None, ge=20, description="use at most this many training images (quick runs); all if unset"
+    )
+    test_limit: int | None = Field(
+        None, ge=20, description="use at most this many test images (quick runs); all if unset"
+    )
+
+
+class TrainingConfig(_Section):
+    epochs: int = Field(6, ge=1, description="maximum number of training epochs")
+    batch_size: int = Field(128, ge=1, description="images per optimisation step")
+    learning_rate: float = Field(1e-3, gt=0, le=1, description="Adam learning rate")
+    patience: int = Field(
+        2, ge=1, description="stop after this many epochs without a better validation loss"
+    )
+    loss: Literal["mse", "mae"] = Field("mse", description="training loss: mse or mae")
+
+
+class DetectorConfig(_Section):
+    score: Literal["mse", "mae"] = Field("mse", description="per-image score: mse or mae")
+    threshold: str = Field(
+        "percentile:95",
+        description="rule fitted on clean validation scores: percentile:Q, mean+Kstd or fixed:V",
+    )
+
+    @field_validator("threshold")
+    @classmethod
+    def _valid_threshold(cls, value: str) -> str:
+        try:
+            parse_threshold(value)
+        except UserError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+
+class CorruptionConfig(_Section):
+    mix: dict[str, float] = Field(
+        default_factory=lambda: {
+            "clean": 0.4,
+            "noise": 0.2,
+            "rotation": 0.2,
+            "noise+rotation": 0.2,
+        },
+        description="share of test digits per kind: clean, noise, rotation, noise+rotation",
+    )
+    noise_std: list[float] = Field(
+        default_factory=lambda: [0.1, 0.2, 0.3],
+        min_length=1,
+        description="Gaussian noise standard deviations (pixels in [0, 1]); each noisy digit draws one",
+    )
+    max_angle: float = Field(
+        30.0, gt=0, le=180, description="rotations are drawn uniformly in +-max_angle degrees"
+    )
+    angle_bands: list[float] = Field(
+        default_factory=lambda: [0.0, 10.0, 20.0, 30.0],
+        min_length=2,
+        description="edges of the |angle| bands that rotation AUROC is reported for",
+    )
+    resample_factor: int = Field(
+        4,
+        ge=1,
+        le=8,
+        description="upsampling factor of the resampling every digit goes through (fair rotation)",
+    )
+
+    @field_validator("mix")
+    @classmethod
+    def _valid_mix(cls, mix: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(mix) - set(CORRUPTION_KINDS))
+        if unknown:
+            raise ValueError(
+                f"unknown kind {unknown[0]!r}; kinds are {', '.join(CORRUPTION_KINDS)}"
+            )
+        if any(share < 0 for share in mix.values()):
+            raise ValueError("shares must not be negative")
+        if abs(sum(mix.values()) - 1.0) > 1e-6:
+            raise ValueError(f"shares must add up to 1, they add up to {sum(mix.values()):g}")
+        if mix.get("clean", 0) == 0 or sum(v for k, v in mix.items() if k != "clean") == 0:
+            raise ValueError("the mix needs both clean and corrupted digits")
+        return mix
+
+    @field_validator("noise_std")
+    @classmethod
+    def _valid_noise(cls, stds: list[float]) -> list[float]:
+        if any(not 0 < s <= 1 for s in stds):
+            raise ValueError("each noise std must lie in (0, 1]")
+        return stds
+
+    @field_validator("angle_bands")
+    @classmethod
+    def _valid_bands(cls, edges: list[float]) -> list[float]:
+        if edges[0] < 0 or any(b <= a for a, b in zip(edges, edges[1:], strict=False)):
+            raise ValueError("band edges must be non-negative and increasing")
+        return edges
+
+
+class ReportConfig(_Section):
+    top_k: int = Field(
+        12, ge=1, le=100, description="how many of the most anomalous test images to show"
+    )
+
+
+class RunConfig(_Section):
+    scenario: Literal["corruptions"] = Field(
+        "corruptions", description="experiment: corruptions (MNIST with synthetic anomalies)"
+    )
+    seed: int = Field(0, ge=0, description="seed of every random choice: same seed, same scores")
+    device: str = Field(
+        "auto", description="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps"
+    )
+    model: str = Field("conv-bn", description="architecture name (see models in the README)")
+    model_args: dict[str, Any] = Field(
+        default_factory=dict,
+        description="keyword arguments of the architecture, e.g. {channels: [16, 32]}",
+    )
+    data: DataConfig = Field(default_factory=DataConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    detector: DetectorConfig = Field(default_factory=DetectorConfig)
+    corruptions: CorruptionConfig = Field(default_factory=CorruptionConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
+
+    @field_validator("device")
+    @classmethod
+    def _valid_device(cls, value: str) -> str:
+        base, _, index = value.partition(":")
+        if base not in ("auto", "cpu", "cuda", "mps") or (index and not index.isdigit()):
+            raise ValueError("use auto, cpu, cuda, cuda:N or mps")
+        return value
+
+    @model_validator(mode="after")
+    def _bands_cover_angles(self) -> RunConfig:
+        if self.corruptions.angle_bands[-1] < self.corruptions.max_angle:
+            raise ValueError(
+                "corruptions.angle_bands must reach corruptions.max_angle "
+                f"({self.corruptions.max_angle:g})"
+            )
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def leaf_fields() -> dict[str, tuple[str | None, Any]]:
+    """Every settable field: flag name -> (section or None for top level, field info)."""
+    leaves: dict[str, tuple[str | None, Any]] = {}
+    for name, info in RunConfig.model_fields.items():
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, _Section):
+            for sub_name, sub_info in annotation.model_fields.items():
+                leaves[sub_name] = (name, sub_info)
+        else:
+            leaves[name] = (None, info)
+    return leaves
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """The mapping in a YAML config file, or a UserError saying why there is none."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise UserError(f"config file {path} is not valid YAML: {_one_line(exc)}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"config file {path} must hold a mapping of keys to values")
+    return data
+
+
+def build_config(base: dict[str, Any], overrides: dict[str, Any]) -> RunConfig:
+    """Validate ``base`` (from YAML) with flag-named ``overrides`` applied on top."""
+    merged: dict[str, Any] = {
+        key: (dict(v) if isinstance(v, dict) else v) for key, v in base.items()
+    }
+    leaves = leaf_fields()
+    for flag, value in overrides.items():
+        section, _ = leaves[flag]
+        if section is None:
+            merged[flag] = value
+        else:
+            target = merged.setdefault(section, {})
+            if not isinstance(target, dict):
+                raise UserError(f"invalid config: {section} must be a mapping")
+            target[flag] = value
+    return validate_config(merged)
+
+
+def validate_config(data: dict[str, Any]) -> RunConfig:
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        raise UserError(f"invalid config: {describe_validation_error(exc)}") from None
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line per problem, each naming its key: ``training.epochs: ... (got 0)``."""
+    parts = []
+    for error in exc.errors():
+        key = ".".join(str(p) for p in error["loc"]) or "config"
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif "input" in error and not isinstance(error["input"], dict):
+            message += f" (got {error['input']!r})"
+        parts.append(f"{key}: {message}")
+    return "; ".join(parts)
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())

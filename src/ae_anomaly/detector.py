@@ -1,0 +1,275 @@
+"""AutoencoderDetector: fit on normal images, score, threshold, save and load.
+
+Follows scikit-learn's conventions: ``__init__`` only stores parameters,
+``fit`` returns self, learned state ends in ``_``. Scores are per image and
+higher means more anomalous; ``predict`` gives 1 for an anomaly, 0 for normal.
+The threshold is fitted on normal validation images the network did not
+train on.
+
+A saved detector is a folder with ``weights.safetensors`` and
+``detector.json`` (architecture, input shape, normalisation, score kind,
+threshold, training summary, package version); loading never unpickles.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from sklearn.base import BaseEstimator
+from torch import nn
+
+from ae_anomaly import __version__
+from ae_anomaly.data.tensors import UINT8_SCALE, to_image_tensor
+from ae_anomaly.device import select_device
+from ae_anomaly.errors import UserError
+from ae_anomaly.fileio import atomic_write, write_json
+from ae_anomaly.models import build_model
+from ae_anomaly.scoring import error_map, image_scores
+from ae_anomaly.thresholds import parse_threshold
+from ae_anomaly.training import ProgressListener, TrainSettings, train
+
+FORMAT_NAME = "ae-anomaly-detector"
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "weights.safetensors"
+META_FILE = "detector.json"
+# Images per forward pass when scoring; scoring needs no gradients, so this
+# can be far larger than a training batch.
+SCORE_BATCH = 1024
+
+
+class AutoencoderDetector(BaseEstimator):  # type: ignore[misc]
+    """Reconstruction-error anomaly detector.
+
+    Fitted attributes: ``model_`` (the trained network), ``input_shape_``
+    (C, H, W), ``device_``, ``history_`` (per-epoch losses),
+    ``validation_scores_`` (scores of the held-out normal images) and
+    ``threshold_`` (fitted from them).
+    """
+
+    def __init__(
+        self,
+        model: str = "conv-bn",
+        model_args: dict[str, Any] | None = None,
+        score: str = "mse",
+        threshold: str = "percentile:95",
+        epochs: int = 6,
+        batch_size: int = 128,
+        learning_rate: float = 1e-3,
+        patience: int = 2,
+        loss: str = "mse",
+        val_fraction: float = 0.1,
+        device: str = "auto",
+        seed: int = 0,
+    ) -> None:
+        self.model = model
+        self.model_args = model_args
+        self.score = score
+        self.threshold = threshold
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.patience = patience
+        self.loss = loss
+        self.val_fraction = val_fraction
+        self.device = device
+        self.seed = seed
+
+    # -- fitting ---------------------------------------------------------------
+
+    def fit(
+        self,
+        X: Any,
+        X_val: Any | None = None,
+        *,
+        checkpoint_dir: Path | None = None,
+        resume: bool = False,
+        listener: ProgressListener | None = None,
+    ) -> AutoencoderDetector:
+        """Train on normal images ``X``; fit the threshold on ``X_val``.
+
+        Without ``X_val``, a random ``val_fraction`` of ``X`` is held out.
+        """
+        rule = parse_threshold(self.threshold)
+        images = to_image_tensor(X)
+        val = to_image_tensor(X_val) if X_val is not None else None
+        if val is None:
+            images, val = self._hold_out(images)
+        if val.shape[1:] != images.shape[1:]:
+            raise UserError(
+                f"validation images have shape {tuple(val.shape[1:])}, "
+                f"training images {tuple(images.shape[1:])}"
+            )
+        self.device_ = select_device(self.device)
+        self.input_shape_ = tuple(int(d) for d in images.shape[1:])
+        torch.manual_seed(self.seed)  # the initial weights
+        network = build_model(self.model, self.input_shape_, **(self.model_args or {}))
+        # channels_last lets oneDNN pick its faster NHWC convolutions on CPU.
+        self.model_ = network.to(self.device_, memory_format=torch.channels_last)
+        progress = train(
+            self.model_,
+            images.to(self.device_),
+            val.to(self.device_),
+            self._train_settings(),
+            checkpoint_dir=checkpoint_dir,
+            resume=resume,
+            listener=listener,
+        )
+        self.history_ = [asdict(r) for r in progress.history]
+        self.best_epoch_ = progress.best_epoch
+        self.validation_scores_ = self.score_samples(val)
+        self.threshold_ = rule.fit(self.validation_scores_)
+        return self
+
+    def _hold_out(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        generator = torch.Generator().manual_seed(self.seed)
+        order = torch.randperm(len(images), generator=generator)
+        n_val = max(1, round(len(images) * self.val_fraction))
+        if n_val >= len(images):
+            raise UserError("need at least two normal images to train and validate")
+        return images[order[n_val:]], images[order[:n_val]]
+
+    def _train_settings(self) -> TrainSettings:
+        return TrainSettings(
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            learning_rate=self.learning_rate,
+            patience=self.patience,
+            loss=self.loss,
+            seed=self.seed,
+        )
+
+    # -- scoring ---------------------------------------------------------------
+
+    def score_samples(self, X: Any) -> np.ndarray:
+        """Per-image anomaly score (higher = more anomalous), float64 array of length N."""
+        chunks = [image_scores(x, r, self.score) for x, r in self._reconstruct_batches(X)]
+        return torch.cat(chunks).double().cpu().numpy()
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        """Score minus threshold: positive means anomaly."""
+        return self.score_samples(X) - self._fitted_threshold()
+
+    def predict(self, X: Any) -> np.ndarray:
+        """1 for an anomaly (score above the threshold), 0 for normal."""
+        return (self.score_samples(X) > self._fitted_threshold()).astype(np.int64)
+
+    def reconstruct(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Reconstructions (N, C, H, W) in [0, 1] and per-pixel error maps (N, H, W)."""
+        recons, maps = [], []
+        for x, r in self._reconstruct_batches(X):
+            recons.append(r.cpu())
+            maps.append(error_map(x, r, self.score).cpu())
+        return torch.cat(recons).numpy(), torch.cat(maps).numpy()
+
+    def _reconstruct_batches(self, X: Any) -> Any:
+        model = self._fitted_model()
+        images = to_image_tensor(X)
+        if tuple(images.shape[1:]) != self.input_shape_:
+            raise UserError(
+                f"the detector was fitted on images of shape {self.input_shape_}, "
+                f"got {tuple(images.shape[1:])}"
+            )
+        model.eval()
+        with torch.inference_mode():
+            for start in range(0, len(images), SCORE_BATCH):
+                batch = images[start : start + SCORE_BATCH].to(self.device_)
+                yield batch, model(batch)
+
+    def _fitted_model(self) -> nn.Module:
+        if not hasattr(self, "model_"):
+            raise UserError("this detector is not fitted yet; call fit() or load() first")
+        return self.model_  # type: ignore[no-any-return]
+
+    def _fitted_threshold(self) -> float:
+        self._fitted_model()
+        return float(self.threshold_)
+
+    # -- saving ----------------------------------------------------------------
+
+    def save(self, directory: str | Path) -> Path:
+        """Write weights (safetensors) and detector.json into ``directory``."""
+        model = self._fitted_model()
+        folder = Path(directory)
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        atomic_write(folder / WEIGHTS_FILE, lambda tmp: save_file(state, str(tmp)))
+        write_json(folder / META_FILE, self._metadata())
+        return folder
+
+    def _metadata(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "package_version": __version__,
+            "params": self.get_params(),
+            "model": self.model,
+            "model_args": self.model_args or {},
+            "input_shape": list(self.input_shape_),
+            "normalisation": {"uint8_scale": UINT8_SCALE, "pixel_range": [0.0, 1.0]},
+            "score": self.score,
+            "threshold": {"rule": self.threshold, "value": self.threshold_},
+            "training": {"history": self.history_, "best_epoch": self.best_epoch_},
+        }
+
+    @classmethod
+    def load(cls, directory: str | Path, device: str = "auto") -> AutoencoderDetector:
+        """Load a detector written by ``save``; scores match the saved one's exactly."""
+        folder = Path(directory)
+        meta = _read_metadata(folder / META_FILE)
+        try:
+            detector = cls(**{**meta["params"], "device": device})
+            detector.input_shape_ = tuple(int(d) for d in meta["input_shape"])
+            detector.threshold_ = float(meta["threshold"]["value"])
+            detector.history_ = list(meta["training"]["history"])
+            detector.best_epoch_ = int(meta["training"]["best_epoch"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UserError(f"{folder / META_FILE} is missing or has a bad field: {exc}") from None
+        detector.device_ = select_device(device)
+        network = build_model(detector.model, detector.input_shape_, **(detector.model_args or {}))
+        try:
+            network.load_state_dict(load_file(str(folder / WEIGHTS_FILE)))
+        except (SafetensorError, OSError, RuntimeError) as exc:
+            raise UserError(f"cannot load weights from {folder / WEIGHTS_FILE}: {exc}") from None
+        detector.model_ = network.to(detector.device_, memory_format=torch.channels_last)
+        detector.model_.eval()
+        return detector
+
+
+def _read_metadata(path: Path) -> dict[str, Any]:
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UserError(f"cannot read detector file {path}: {exc}") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
+        raise UserError(f"{path} is not an ae-anomaly detector file")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise UserError(
+            f"{path} has detector format version {meta.get('format_version')}, "
+            f"this ae-anomaly ({__version__}) reads version {FORMAT_VERSION}"
+        )
+    return meta
+
+
+def detector_from_config(config: Any) -> AutoencoderDetector:
+    """The detector a RunConfig describes."""
+    return AutoencoderDetector(
+        model=config.model,
+        model_args=config.model_args,
+        score=config.detector.score,
+        threshold=config.detector.threshold,
+        epochs=config.training.epochs,
+        batch_size=config.training.batch_size,
+        learning_rate=config.training.learning_rate,
+        patience=config.training.patience,
+        loss=config.training.loss,
+        val_fraction=config.data.val_fraction,
+        device=config.device,
+        seed=config.seed,
+    )

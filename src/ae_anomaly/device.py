@@ -1,0 +1,25 @@
+"""Choosing the torch device: CUDA, then Apple MPS, then the CPU."""
+
+from __future__ import annotations
+
+import torch
+
+from ae_anomaly.errors import UserError
+
+
+def select_device(name: str = "auto") -> torch.device:
+    """The device named by ``name``, or the best one present for ``auto``."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device '{name}' was asked for, but CUDA is not available here")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise UserError("device 'mps' was asked for, but Apple MPS is not available here")
+    try:
+        return torch.device(name)
+    except RuntimeError as exc:
+        raise UserError(f"unknown device '{name}': {exc}") from None

@@ -1,0 +1,212 @@
+"""Metrics for anomaly scores: AUROC/AUPRC overall and per group, and results at a threshold.
+
+Every group (a corruption kind, a noise level, a rotation band) is scored against *all*
+clean test images, so the numbers answer "how well does the score tell this corruption
+apart from normal digits?". The result is a plain, JSON-ready dict: no numpy types and
+``None`` wherever a number is undefined (e.g. AUROC of a group with one class only).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from itertools import pairwise
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+from sklearn.metrics import (
+    average_precision_score,
+    confusion_matrix,
+    precision_recall_fscore_support,
+    roc_auc_score,
+)
+
+CLEAN = "clean"
+DEFAULT_ANGLE_BANDS: tuple[float, ...] = (0, 10, 20, 30)
+
+Metrics = dict[str, Any]
+
+
+def evaluate(
+    scores: ArrayLike,
+    labels: ArrayLike,
+    kinds: ArrayLike,
+    noise_std: ArrayLike,
+    angle: ArrayLike,
+    threshold: float,
+    angle_bands: Sequence[float] = DEFAULT_ANGLE_BANDS,
+) -> Metrics:
+    """Score the test set against its labels and group it by corruption.
+
+    ``labels`` are 0 (normal) / 1 (anomalous), ``kinds`` names each image's corruption
+    (``"clean"`` for normal ones), ``noise_std`` and ``angle`` are 0.0 where not applied.
+    Predictions are ``score > threshold``. The result holds ``n_test``, ``n_normal``,
+    ``n_anomalous``, ``threshold``, ``overall`` ({auroc, auprc}), ``by_kind``,
+    ``by_noise_std`` (kind "noise" only) and ``by_angle_band`` (kind "rotation" only),
+    each mapping a group name to {n, auroc, auprc, mean_score, flagged} ("clean" has no
+    auroc/auprc; its "flagged" is the false positive rate), and ``at_threshold``
+    (see :func:`at_threshold`). Empty groups are left out.
+    """
+    s, y, k, std, ang = _check_arrays(scores, labels, kinds, noise_std, angle)
+    clean = s[y == 0]
+    noise = k == "noise"
+    rotation = k == "rotation"
+    return {
+        "n_test": int(s.size),
+        "n_normal": int(clean.size),
+        "n_anomalous": int(s.size - clean.size),
+        "threshold": float(threshold),
+        "overall": _separation(clean, s[y == 1]),
+        "by_kind": _by_kind(s, k, clean, threshold),
+        "by_noise_std": _by_value(s[noise], std[noise], clean, threshold),
+        "by_angle_band": _by_band(s[rotation], ang[rotation], angle_bands, clean, threshold),
+        "at_threshold": at_threshold(s, y, threshold),
+    }
+
+
+def at_threshold(scores: NDArray[Any], labels: NDArray[Any], threshold: float) -> Metrics:
+    """Confusion matrix ``[[tn, fp], [fn, tp]]`` and the usual rates for ``score > threshold``."""
+    pred = (scores > threshold).astype(int)
+    cm = confusion_matrix(labels, pred, labels=[0, 1])
+    (tn, fp), (_fn, tp) = cm.tolist()
+    # zero_division=nan so an undefined rate becomes None rather than a misleading 0.
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        labels, pred, labels=[0, 1], pos_label=1, average="binary", zero_division=np.nan
+    )
+    return {
+        "confusion_matrix": cm.tolist(),
+        "precision": _num(precision),
+        "recall": _num(recall),
+        "f1": _num(f1),
+        "accuracy": _ratio(tn + tp, int(cm.sum())),
+        "false_positive_rate": _ratio(fp, fp + tn),
+    }
+
+
+def group_stats(group: NDArray[Any], clean: NDArray[Any], threshold: float) -> Metrics:
+    """One group's size, AUROC/AUPRC against ``clean``, mean score and share flagged."""
+    return {"n": int(group.size), **_separation(clean, group), **_score_stats(group, threshold)}
+
+
+def summary_rows(metrics: Metrics) -> list[tuple[str, str]]:
+    """A short (name, value) table of the headline numbers, for a terminal or a log."""
+    at = metrics["at_threshold"]
+    rows = [
+        (
+            "test images",
+            f"{metrics['n_test']} ({metrics['n_normal']} normal, "
+            f"{metrics['n_anomalous']} anomalous)",
+        ),
+        ("threshold", format_number(metrics["threshold"], 4, "g")),
+        ("AUROC", format_number(metrics["overall"]["auroc"])),
+        ("AUPRC", format_number(metrics["overall"]["auprc"])),
+        ("precision", format_number(at["precision"])),
+        ("recall", format_number(at["recall"])),
+        ("F1", format_number(at["f1"])),
+        ("false positive rate", format_number(at["false_positive_rate"])),
+    ]
+    for kind, stats in metrics["by_kind"].items():
+        if kind != CLEAN:
+            rows.append((f"AUROC {kind}", format_number(stats["auroc"])))
+    return rows
+
+
+def format_number(value: float | None, digits: int = 4, style: str = "f") -> str:
+    """``value`` with ``digits`` decimals (or significant digits for style "g"); "n/a" if None."""
+    return "n/a" if value is None else f"{value:.{digits}{style}}"
+
+
+def _check_arrays(*arrays: ArrayLike) -> tuple[NDArray[Any], ...]:
+    """Flat numpy arrays of one length, scores finite, clean kinds matching label 0."""
+    scores, labels, kinds, std, angle = (np.asarray(a).reshape(-1) for a in arrays)
+    lengths = {a.size for a in (scores, labels, kinds, std, angle)}
+    if len(lengths) != 1:
+        raise ValueError(f"scores, labels, kinds, noise_std and angle differ in length: {lengths}")
+    if scores.size == 0:
+        raise ValueError("no test images to evaluate")
+    scores = scores.astype(np.float64)
+    if not np.all(np.isfinite(scores)):
+        raise ValueError("anomaly scores contain NaN or infinity (did training diverge?)")
+    labels = labels.astype(int)
+    if not np.isin(labels, (0, 1)).all():
+        raise ValueError("labels must be 0 (normal) or 1 (anomalous)")
+    kinds = kinds.astype(str)
+    # Groups are compared against label-0 images, so the two views must agree.
+    if not np.array_equal(kinds == CLEAN, labels == 0):
+        raise ValueError(f"kind {CLEAN!r} must mark exactly the images with label 0")
+    return scores, labels, kinds, std.astype(np.float64), angle.astype(np.float64)
+
+
+def _by_kind(
+    scores: NDArray[Any], kinds: NDArray[Any], clean: NDArray[Any], threshold: float
+) -> dict[str, Metrics]:
+    """Clean first (no AUROC: it is the reference), then each corruption kind."""
+    out: dict[str, Metrics] = {}
+    if clean.size:
+        out[CLEAN] = {"n": int(clean.size), **_score_stats(clean, threshold)}
+    # Single corruptions before combined ones ("noise", "rotation", "noise+rotation").
+    for kind in sorted(set(kinds.tolist()) - {CLEAN}, key=lambda k: (k.count("+"), k)):
+        out[kind] = group_stats(scores[kinds == kind], clean, threshold)
+    return out
+
+
+def _by_value(
+    scores: NDArray[Any], values: NDArray[Any], clean: NDArray[Any], threshold: float
+) -> dict[str, Metrics]:
+    """Group by a float such as the noise std; keys like "0.1" (float32 noise merges)."""
+    keys = np.array([value_key(v) for v in values.tolist()], dtype=str)
+    order = sorted(set(keys.tolist()), key=float)
+    return {key: group_stats(scores[keys == key], clean, threshold) for key in order}
+
+
+def _by_band(
+    scores: NDArray[Any],
+    angles: NDArray[Any],
+    edges: Sequence[float],
+    clean: NDArray[Any],
+    threshold: float,
+) -> dict[str, Metrics]:
+    """Group by |angle| in [lo, hi); the last band also holds hi. Empty bands are left out."""
+    mag = np.abs(angles)
+    out: dict[str, Metrics] = {}
+    for i, (lo, hi) in enumerate(pairwise(edges)):
+        last = i == len(edges) - 2
+        inside = (mag >= lo) & ((mag <= hi) if last else (mag < hi))
+        if inside.any():
+            out[f"{value_key(lo)}-{value_key(hi)}"] = group_stats(scores[inside], clean, threshold)
+    return out
+
+
+def value_key(value: float) -> str:
+    """A short, stable text key for a float: 0.1 -> "0.1", 10.0 -> "10"."""
+    return f"{float(value):g}"
+
+
+def _score_stats(scores: NDArray[Any], threshold: float) -> Metrics:
+    return {
+        "mean_score": _num(scores.mean()) if scores.size else None,
+        "flagged": _ratio(int((scores > threshold).sum()), int(scores.size)),
+    }
+
+
+def _separation(negatives: NDArray[Any], positives: NDArray[Any]) -> Metrics:
+    """AUROC and AUPRC of positives vs negatives; both None when either side is empty."""
+    if negatives.size == 0 or positives.size == 0:
+        return {"auroc": None, "auprc": None}
+    y = np.concatenate([np.zeros(negatives.size), np.ones(positives.size)])
+    s = np.concatenate([negatives, positives])
+    return {
+        "auroc": _num(roc_auc_score(y, s)),
+        "auprc": _num(average_precision_score(y, s)),
+    }
+
+
+def _ratio(num: int, den: int) -> float | None:
+    return num / den if den else None
+
+
+def _num(value: Any) -> float | None:
+    """A plain float, or None for NaN (JSON has no NaN)."""
+    out = float(value)
+    return None if math.isnan(out) else out

@@ -1,0 +1,208 @@
+"""The experiment runner: one call from a config to a finished output folder.
+
+source -> scenario split -> detector fit -> scores -> threshold -> metrics -> report.
+The CLI is a thin shell around ``run_experiment``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from ae_anomaly.config import RunConfig, read_yaml
+from ae_anomaly.data.scenarios import ScenarioData, TestSet, corruptions_scenario
+from ae_anomaly.data.sources import load_dataset
+from ae_anomaly.detector import AutoencoderDetector, detector_from_config
+from ae_anomaly.errors import UserError
+from ae_anomaly.evaluation import evaluate
+from ae_anomaly.fileio import write_json, write_text, write_yaml
+from ae_anomaly.models import build_model
+from ae_anomaly.outputs import RunFolder
+from ae_anomaly.report import Examples, write_report
+from ae_anomaly.training import ProgressListener
+
+CONFIG_FILE = "config.yaml"
+CHECKPOINT_DIR = "checkpoint"
+# Fields a resumed run may change: they do not alter what was computed so far.
+RESUMABLE_CHANGES = {("training", "epochs"), ("device",)}
+
+
+@dataclass(frozen=True)
+class RunResult:
+    folder: Path
+    metrics: dict[str, Any]
+    seconds: float
+
+
+def run_experiment(
+    config: RunConfig,
+    out: Path,
+    *,
+    overwrite: bool = False,
+    resume: bool = False,
+    listener: ProgressListener | None = None,
+) -> RunResult:
+    """Run the experiment ``config`` describes and leave every artefact in ``out``."""
+    started = time.perf_counter()
+    folder = RunFolder(out)
+    if resume:
+        check_resumable(folder, config)
+    data = prepare_data(config)
+    # Build the network once before any folder exists, so an unusable model or
+    # image size fails without leaving anything behind.
+    build_model(config.model, tuple(data.train.shape[1:]), **config.model_args)
+    resuming = folder.prepare(overwrite=overwrite, resume=resume)
+    write_yaml(folder.work / CONFIG_FILE, config.to_dict())
+    checkpoint_dir = folder.work / CHECKPOINT_DIR
+    try:
+        detector = detector_from_config(config).fit(
+            data.train, data.val, checkpoint_dir=checkpoint_dir, resume=resuming, listener=listener
+        )
+    except BaseException:
+        # Without a checkpoint there is nothing to resume: leave no folder behind.
+        if not checkpoint_dir.exists():
+            shutil.rmtree(folder.work, ignore_errors=True)
+        raise
+    metrics = write_artefacts(folder.work, config, data.test, detector)
+    metrics["seconds"] = time.perf_counter() - started
+    write_json(folder.work / "metrics.json", metrics)
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    return RunResult(folder.finish(), metrics, metrics["seconds"])
+
+
+def prepare_data(config: RunConfig) -> ScenarioData:
+    dataset = load_dataset(config.data.dataset, config.data.data_dir)
+    return corruptions_scenario(dataset, config.data, config.corruptions, config.seed)
+
+
+def check_resumable(folder: RunFolder, config: RunConfig) -> None:
+    """Refuse to resume with a config that would change what was already computed."""
+    saved_path = folder.work / CONFIG_FILE
+    if not saved_path.exists():
+        return  # RunFolder.prepare explains what is missing
+    saved = _flatten(read_yaml(saved_path))
+    new = _flatten(config.to_dict())
+    changed = sorted(k for k in saved.keys() | new.keys() if saved.get(k) != new.get(k))
+    blocking = [".".join(k) for k in changed if k not in RESUMABLE_CHANGES]
+    if blocking:
+        raise UserError(
+            f"cannot resume {folder.work} with a different config ({', '.join(blocking)} "
+            "changed); only the number of epochs and the device may change"
+        )
+
+
+def _flatten(tree: dict[str, Any], prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
+    flat: dict[tuple[str, ...], Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and key != "mix" and key != "model_args":
+            flat |= _flatten(value, (*prefix, key))
+        else:
+            flat[(*prefix, key)] = value
+    return flat
+
+
+def write_artefacts(
+    folder: Path, config: RunConfig, test: TestSet, detector: AutoencoderDetector
+) -> dict[str, Any]:
+    """Score the test set; write the detector, scores.csv and the report; return the metrics."""
+    scores = detector.score_samples(test.images)
+    threshold = float(detector.threshold_)
+    metrics = evaluate(
+        scores,
+        test.labels,
+        test.kinds,
+        test.noise_std,
+        test.angle,
+        threshold,
+        angle_bands=config.corruptions.angle_bands,
+    )
+    metrics["threshold_rule"] = config.detector.threshold
+    metrics["training"] = {
+        "epochs_run": len(detector.history_),
+        "best_epoch": detector.best_epoch_,
+        "history": detector.history_,
+        "device": str(detector.device_),
+    }
+    detector.save(folder / "detector")
+    write_text(folder / "scores.csv", scores_csv(test, scores, threshold))
+    write_report(
+        folder,
+        title=f"ae-anomaly: {config.scenario} on {config.data.dataset}",
+        metrics=metrics,
+        history=detector.history_,
+        scores=scores,
+        labels=test.labels,
+        kinds=test.kinds,
+        threshold=threshold,
+        examples=most_anomalous(detector, test, scores, config.report.top_k),
+        config_text=yaml.safe_dump(config.to_dict(), sort_keys=False),
+    )
+    return metrics
+
+
+def severity(test: TestSet) -> np.ndarray:
+    """One number per image: the noise std where noise was added, else |angle| in degrees."""
+    return np.where(test.noise_std > 0, test.noise_std, np.abs(test.angle))
+
+
+def scores_csv(test: TestSet, scores: np.ndarray, threshold: float) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(
+        [
+            "index",
+            "source_index",
+            "kind",
+            "severity",
+            "noise_std",
+            "angle",
+            "label",
+            "score",
+            "predicted",
+        ]
+    )
+    rows = zip(
+        range(len(scores)),
+        test.source_index,
+        test.kinds,
+        severity(test),
+        test.noise_std,
+        test.angle,
+        test.labels,
+        scores,
+        (scores > threshold).astype(int),
+        strict=True,
+    )
+    for i, src, kind, sev, std, ang, label, score, pred in rows:
+        writer.writerow(
+            [i, src, kind, f"{sev:g}", f"{std:g}", f"{ang:.2f}", label, f"{score:.6g}", pred]
+        )
+    return buffer.getvalue()
+
+
+def most_anomalous(
+    detector: AutoencoderDetector, test: TestSet, scores: np.ndarray, k: int
+) -> Examples:
+    """The k highest-scoring test images with their reconstructions and error maps."""
+    top = np.argsort(-scores, kind="stable")[:k]
+    images = test.images[top]
+    reconstructions, errors = detector.reconstruct(images)
+    captions = [_caption(test, int(i), float(scores[i])) for i in top]
+    return Examples(images.numpy(), reconstructions, errors, captions)
+
+
+def _caption(test: TestSet, index: int, score: float) -> str:
+    parts = [str(test.kinds[index])]
+    if test.noise_std[index] > 0:
+        parts.append(f"std {test.noise_std[index]:g}")
+    if test.angle[index] != 0:
+        parts.append(f"{test.angle[index]:+.0f} deg")
+    return f"#{index} {', '.join(parts)}, score {score:.4f}"

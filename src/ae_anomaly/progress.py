@@ -1,0 +1,51 @@
+"""A progress bar for training: one bar per epoch with the running loss."""
+
+from __future__ import annotations
+
+from types import TracebackType
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from ae_anomaly.training import EpochRecord
+
+
+class RichProgress:
+    """Implements training.ProgressListener with rich; use as a context manager."""
+
+    def __init__(self, console: Console) -> None:
+        self._progress = Progress(
+            TextColumn("epoch {task.fields[epoch]}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+        )
+        self._task: int | None = None
+
+    def __enter__(self) -> RichProgress:
+        self._progress.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._progress.stop()
+
+    def start_epoch(self, epoch: int, n_batches: int) -> None:
+        self._task = self._progress.add_task("train", total=n_batches, epoch=epoch, loss="-")
+
+    def batch_done(self, running_loss: float) -> None:
+        if self._task is not None:
+            self._progress.update(self._task, advance=1, loss=f"{running_loss:.5f}")
+
+    def end_epoch(self, record: EpochRecord) -> None:
+        if self._task is not None:
+            self._progress.update(
+                self._task, loss=f"{record.train_loss:.5f}  val {record.val_loss:.5f}"
+            )

@@ -1,0 +1,222 @@
+"""The fit loop: mini-batches from in-memory tensors, validation, early stopping, checkpoints.
+
+The loop knows nothing about any particular architecture. After every epoch
+it writes one checkpoint file (weights, best weights, optimizer state and
+progress, all in one safetensors file, so it is complete or absent), from
+which ``train(..., resume=True)`` continues exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from ae_anomaly.errors import UserError
+from ae_anomaly.fileio import atomic_write
+
+CHECKPOINT_NAME = "checkpoint.safetensors"
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    epochs: int = 6  # upper bound; early stopping may end sooner
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    patience: int = 2  # epochs without a better validation loss before stopping
+    loss: str = "mse"  # mse or mae, averaged over pixels and images
+    seed: int = 0  # shuffling order of every epoch
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    epoch: int
+    train_loss: float
+    val_loss: float
+    seconds: float
+
+
+@dataclass
+class TrainProgress:
+    """Everything besides tensors that a resumed run needs."""
+
+    history: list[EpochRecord] = field(default_factory=list)
+    best_epoch: int = 0
+    best_val_loss: float = math.inf
+
+    @property
+    def epochs_done(self) -> int:
+        return len(self.history)
+
+    def should_stop(self, patience: int) -> bool:
+        return self.epochs_done - self.best_epoch >= patience
+
+
+class ProgressListener(Protocol):
+    """Receives progress; the CLI shows it as a bar, scripts pass nothing."""
+
+    def start_epoch(self, epoch: int, n_batches: int) -> None: ...
+
+    def batch_done(self, running_loss: float) -> None: ...
+
+    def end_epoch(self, record: EpochRecord) -> None: ...
+
+
+def train(
+    model: nn.Module,
+    train_images: torch.Tensor,
+    val_images: torch.Tensor,
+    settings: TrainSettings,
+    *,
+    checkpoint_dir: Path | None = None,
+    resume: bool = False,
+    listener: ProgressListener | None = None,
+) -> TrainProgress:
+    """Train ``model`` in place to reconstruct ``train_images``; end with its best weights."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
+    progress = TrainProgress()
+    best_state = copy.deepcopy(model.state_dict())
+    if resume and checkpoint_dir is not None and (checkpoint_dir / CHECKPOINT_NAME).exists():
+        progress, best_state = load_checkpoint(checkpoint_dir, model, optimizer)
+
+    while progress.epochs_done < settings.epochs and not progress.should_stop(settings.patience):
+        epoch = progress.epochs_done + 1
+        started = time.perf_counter()
+        train_loss = _train_epoch(model, optimizer, train_images, settings, epoch, listener)
+        val_loss = evaluate_loss(model, val_images, settings)
+        record = EpochRecord(epoch, train_loss, val_loss, time.perf_counter() - started)
+        progress.history.append(record)
+        if val_loss < progress.best_val_loss:
+            progress.best_epoch, progress.best_val_loss = epoch, val_loss
+            best_state = copy.deepcopy(model.state_dict())
+        if listener is not None:
+            listener.end_epoch(record)
+        if checkpoint_dir is not None:
+            save_checkpoint(checkpoint_dir, model, optimizer, best_state, progress)
+
+    model.load_state_dict(best_state)
+    return progress
+
+
+def _train_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    images: torch.Tensor,
+    settings: TrainSettings,
+    epoch: int,
+    listener: ProgressListener | None,
+) -> float:
+    model.train()
+    # A generator per epoch, seeded from (seed, epoch): a resumed run shuffles
+    # exactly as an uninterrupted one without saving any RNG state.
+    generator = torch.Generator().manual_seed(settings.seed * 1_000_003 + epoch)
+    order = torch.randperm(len(images), generator=generator).to(images.device)
+    n_batches = math.ceil(len(images) / settings.batch_size)
+    if listener is not None:
+        listener.start_epoch(epoch, n_batches)
+    total, count = 0.0, 0
+    for start in range(0, len(images), settings.batch_size):
+        batch = images[order[start : start + settings.batch_size]]
+        loss = reconstruction_loss(model(batch), batch, settings.loss)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += loss.item() * len(batch)
+        count += len(batch)
+        if listener is not None:
+            listener.batch_done(total / count)
+    return total / count
+
+
+def evaluate_loss(model: nn.Module, images: torch.Tensor, settings: TrainSettings) -> float:
+    """Mean loss over ``images`` in eval mode (batch-norm uses its running statistics)."""
+    model.eval()
+    total = 0.0
+    with torch.inference_mode():
+        for start in range(0, len(images), settings.batch_size * 4):
+            batch = images[start : start + settings.batch_size * 4]
+            total += reconstruction_loss(model(batch), batch, settings.loss).item() * len(batch)
+    return total / len(images)
+
+
+def reconstruction_loss(
+    reconstruction: torch.Tensor, target: torch.Tensor, kind: str
+) -> torch.Tensor:
+    if kind == "mse":
+        return nn.functional.mse_loss(reconstruction, target)
+    if kind == "mae":
+        return nn.functional.l1_loss(reconstruction, target)
+    raise ValueError(f"unknown loss {kind!r}; choose mse or mae")
+
+
+def save_checkpoint(
+    directory: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    best_state: dict[str, torch.Tensor],
+    progress: TrainProgress,
+) -> None:
+    """One file: model, best model and optimizer tensors, with progress as JSON metadata."""
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    tensors |= {f"best.{k}": v for k, v in best_state.items()}
+    optimizer_state = optimizer.state_dict()
+    for index, state in optimizer_state["state"].items():
+        tensors |= {f"optimizer.{index}.{k}": torch.as_tensor(v) for k, v in state.items()}
+    metadata = {
+        "progress": json.dumps(
+            {
+                "history": [asdict(r) for r in progress.history],
+                "best_epoch": progress.best_epoch,
+                "best_val_loss": progress.best_val_loss,
+            }
+        ),
+        "param_groups": json.dumps(optimizer_state["param_groups"]),
+    }
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    atomic_write(
+        directory / CHECKPOINT_NAME, lambda tmp: save_file(tensors, str(tmp), metadata=metadata)
+    )
+
+
+def load_checkpoint(
+    directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer
+) -> tuple[TrainProgress, dict[str, torch.Tensor]]:
+    """Restore model and optimizer in place; return the progress and the best weights."""
+    path = directory / CHECKPOINT_NAME
+    device = next(model.parameters()).device
+    try:
+        with safe_open(str(path), framework="pt", device=str(device)) as handle:
+            metadata = handle.metadata() or {}
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
+        model.load_state_dict(_with_prefix(tensors, "model."))
+        optimizer.load_state_dict(_optimizer_state(tensors, metadata))
+        raw = json.loads(metadata["progress"])
+    except (SafetensorError, OSError, KeyError, ValueError, RuntimeError) as exc:
+        raise UserError(f"cannot resume from checkpoint {path}: {exc}") from None
+    progress = TrainProgress(
+        history=[EpochRecord(**r) for r in raw["history"]],
+        best_epoch=raw["best_epoch"],
+        best_val_loss=raw["best_val_loss"],
+    )
+    return progress, _with_prefix(tensors, "best.")
+
+
+def _with_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k.removeprefix(prefix): v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+def _optimizer_state(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> dict[str, Any]:
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in _with_prefix(tensors, "optimizer.").items():
+        index, name = key.split(".", 1)
+        state.setdefault(int(index), {})[name] = value
+    return {"state": state, "param_groups": json.loads(metadata["param_groups"])}

@@ -1,0 +1,40 @@
+"""Fixtures shared across the test suite."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from ae_anomaly.data import sources
+
+
+@pytest.fixture(scope="session")
+def shared_data_dir() -> Path:
+    """The folder holding the real datasets (mnist/, fashion-mnist/), as IDX .gz files.
+
+    ``$AE_ANOMALY_DATA`` wins when set; otherwise /work/shared/data next to the
+    repository. Tests that need it are skipped when it is absent.
+    """
+    env = os.environ.get(sources.ENV_DATA)
+    root = Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    if not (root / "mnist").is_dir():
+        pytest.skip(f"real datasets not found under {root}")
+    return root
+
+
+@pytest.fixture
+def isolated_data_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Dataset lookup that sees none of the machine's data: returns the (empty) cache folder.
+
+    Unsets ``$AE_ANOMALY_DATA``, points ``$AE_ANOMALY_CACHE`` and the Debian
+    folder into ``tmp_path``, and keeps requests to 127.0.0.1 off any proxy.
+    """
+    cache = tmp_path / "cache"
+    monkeypatch.delenv(sources.ENV_DATA, raising=False)
+    monkeypatch.setenv(sources.ENV_CACHE, str(cache))
+    monkeypatch.setattr(sources, "DEBIAN_ROOT", tmp_path / "debian")
+    for var in ("no_proxy", "NO_PROXY"):
+        monkeypatch.setenv(var, "127.0.0.1,localhost")
+    return cache
