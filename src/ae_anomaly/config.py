@@ -7,6 +7,7 @@ command-line flag (``training.epochs`` is ``--epochs``).
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any, Literal
 
@@ -81,7 +82,7 @@ class CorruptionConfig(_Section):
     noise_std: list[float] = Field(
         default_factory=lambda: [0.1, 0.2, 0.3],
         min_length=1,
-        description="Gaussian noise standard deviations (pixels in [0, 1]); each noisy digit draws one",
+        description="Gaussian noise standard deviations (pixels in [0, 1]), one drawn per noisy digit",
     )
     max_angle: float = Field(
         30.0, gt=0, le=180, description="rotations are drawn uniformly in +-max_angle degrees"
@@ -124,7 +125,7 @@ class CorruptionConfig(_Section):
     @field_validator("angle_bands")
     @classmethod
     def _valid_bands(cls, edges: list[float]) -> list[float]:
-        if edges[0] < 0 or any(b <= a for a, b in zip(edges, edges[1:], strict=False)):
+        if edges[0] < 0 or any(b <= a for a, b in itertools.pairwise(edges)):
             raise ValueError("band edges must be non-negative and increasing")
         return edges
 

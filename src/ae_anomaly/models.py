@@ -7,6 +7,7 @@ elsewhere; this module only says what the networks are.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -31,7 +32,7 @@ class ConvBNAutoencoder(nn.Module):
         self.downsampling = 2 ** len(channels)
         widths = [in_channels, *channels]
         self.encoder = nn.Sequential(
-            *(_down_stage(c_in, c_out) for c_in, c_out in zip(widths, widths[1:], strict=False))
+            *(_down_stage(c_in, c_out) for c_in, c_out in itertools.pairwise(widths))
         )
         reversed_widths = widths[::-1]
         # The last up-stage stops at the first hidden width; a 3x3 conv then maps

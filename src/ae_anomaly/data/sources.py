@@ -195,9 +195,9 @@ def search_roots(data_dir: Path | str | None = None) -> list[tuple[str, Path]]:
     """The roots searched for ``<root>/<name>/``, in order, each with a label."""
     candidates: list[tuple[str, Path]] = []
     if data_dir is not None:
-        candidates.append(("--data-dir", Path(data_dir).expanduser()))
+        candidates.append(("--data-dir", _existing_folder(Path(data_dir), "--data-dir")))
     if env := os.environ.get(ENV_DATA):
-        candidates.append((ENV_DATA, Path(env).expanduser()))
+        candidates.append((ENV_DATA, _existing_folder(Path(env), ENV_DATA)))
     candidates.append(("cache", cache_root()))
     candidates.append(("debian", DEBIAN_ROOT))
     # The same folder given twice (say --data-dir and the env var) is looked at once.
@@ -209,6 +209,15 @@ def search_roots(data_dir: Path | str | None = None) -> list[tuple[str, Path]]:
             seen.add(key)
             roots.append((label, root))
     return roots
+
+
+def _existing_folder(path: Path, named_by: str) -> Path:
+    # A folder the user names explicitly must exist: a typo there should not
+    # quietly fall through to the cache or a download.
+    path = path.expanduser()
+    if not path.is_dir():
+        raise UserError(f"the data folder {path} given by {named_by} does not exist")
+    return path
 
 
 def locate_dataset(name: str, data_dir: Path | str | None = None) -> Location | None:
