@@ -7,7 +7,6 @@ work. Problems a user can fix end in one sentence and exit status 2.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -27,6 +26,12 @@ from ae_anomaly.progress import RichProgress
 EXIT_USER_ERROR = 2
 
 
+class _UserErrorExit(click.ClickException):
+    """Click prints it as ``Error: <sentence>`` and exits with status 2."""
+
+    exit_code = EXIT_USER_ERROR
+
+
 class _Group(click.Group):
     """Turns a UserError anywhere below into click's one-line error with exit status 2."""
 
@@ -34,9 +39,7 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except UserError as exc:
-            error = click.ClickException(str(exc))
-            error.exit_code = EXIT_USER_ERROR
-            raise error from None
+            raise _UserErrorExit(str(exc)) from None
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -183,4 +186,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -82,7 +82,7 @@ class CorruptionConfig(_Section):
     noise_std: list[float] = Field(
         default_factory=lambda: [0.1, 0.2, 0.3],
         min_length=1,
-        description="Gaussian noise standard deviations (pixels in [0, 1]), one drawn per noisy digit",
+        description="Gaussian noise standard deviations (pixels in [0, 1]), one per noisy digit",
     )
     max_angle: float = Field(
         30.0, gt=0, le=180, description="rotations are drawn uniformly in +-max_angle degrees"

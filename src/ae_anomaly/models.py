@@ -17,7 +17,21 @@ from torch import nn
 from ae_anomaly.errors import UserError
 
 
-class ConvBNAutoencoder(nn.Module):
+class Autoencoder(nn.Module):
+    """Base of every model: says which input shapes (C, H, W) it can take."""
+
+    in_channels: int
+
+    def check_input_shape(self, shape: Sequence[int]) -> None:
+        """Raise UserError naming the problem if the model cannot take ``shape``."""
+        if shape[0] != self.in_channels:
+            raise UserError(
+                f"{type(self).__name__} was built for {self.in_channels}-channel images, "
+                f"got {shape[0]} channels"
+            )
+
+
+class ConvBNAutoencoder(Autoencoder):
     """Conv + ReLU + batch-norm + max-pool encoder, upsample + conv decoder, sigmoid output.
 
     Each encoder stage halves the image side, so H and W must be divisible by
@@ -45,11 +59,8 @@ class ConvBNAutoencoder(nn.Module):
         )
 
     def check_input_shape(self, shape: Sequence[int]) -> None:
-        channels, height, width = shape
-        if channels != self.in_channels:
-            raise UserError(
-                f"conv-bn was built for {self.in_channels}-channel images, got {channels} channels"
-            )
+        super().check_input_shape(shape)
+        _, height, width = shape
         if height % self.downsampling or width % self.downsampling:
             raise UserError(
                 f"conv-bn needs image height and width divisible by {self.downsampling}, "
@@ -82,7 +93,7 @@ def _up_stage(c_in: int, c_out: int) -> nn.Sequential:
 class ModelEntry:
     """How to build one named architecture, and a line saying what it is."""
 
-    build: Callable[..., nn.Module]
+    build: Callable[..., Autoencoder]
     description: str
 
 
@@ -98,7 +109,7 @@ def model_names() -> list[str]:
     return sorted(MODELS)
 
 
-def build_model(name: str, input_shape: Sequence[int], **kwargs: object) -> nn.Module:
+def build_model(name: str, input_shape: Sequence[int], **kwargs: object) -> Autoencoder:
     """Build model ``name`` for images of ``input_shape`` = (C, H, W), or say why not."""
     if name not in MODELS:
         raise UserError(f"unknown model '{name}'; choose one of: {', '.join(model_names())}")
