@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ae_anomaly.errors import UserError
 from ae_anomaly.thresholds import parse_threshold
@@ -34,19 +42,19 @@ class DataConfig(_Section):
     val_fraction: float = Field(
         0.1, gt=0, lt=1, description="share of the normal training images held out for validation"
     )
-    train_limit: int | None = Field(
+    train_limit: StrictInt | None = Field(
         None, ge=20, description="use at most this many training images (quick runs); all if unset"
     )
-    test_limit: int | None = Field(
+    test_limit: StrictInt | None = Field(
         None, ge=20, description="use at most this many test images (quick runs); all if unset"
     )
 
 
 class TrainingConfig(_Section):
-    epochs: int = Field(6, ge=1, description="maximum number of training epochs")
-    batch_size: int = Field(128, ge=1, description="images per optimisation step")
+    epochs: StrictInt = Field(6, ge=1, description="maximum number of training epochs")
+    batch_size: StrictInt = Field(128, ge=1, description="images per optimisation step")
     learning_rate: float = Field(1e-3, gt=0, le=1, description="Adam learning rate")
-    patience: int = Field(
+    patience: StrictInt = Field(
         2, ge=1, description="stop after this many epochs without a better validation loss"
     )
     loss: Literal["mse", "mae"] = Field("mse", description="training loss: mse or mae")
@@ -92,7 +100,7 @@ class CorruptionConfig(_Section):
         min_length=2,
         description="edges of the |angle| bands that rotation AUROC is reported for",
     )
-    resample_factor: int = Field(
+    resample_factor: StrictInt = Field(
         4,
         ge=1,
         le=8,
@@ -131,7 +139,7 @@ class CorruptionConfig(_Section):
 
 
 class ReportConfig(_Section):
-    top_k: int = Field(
+    top_k: StrictInt = Field(
         12, ge=1, le=100, description="how many of the most anomalous test images to show"
     )
 
@@ -140,7 +148,9 @@ class RunConfig(_Section):
     scenario: Literal["corruptions"] = Field(
         "corruptions", description="experiment: corruptions (MNIST with synthetic anomalies)"
     )
-    seed: int = Field(0, ge=0, description="seed of every random choice: same seed, same scores")
+    seed: StrictInt = Field(
+        0, ge=0, description="seed of every random choice: same seed, same scores"
+    )
     device: str = Field(
         "auto", description="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps"
     )
@@ -195,6 +205,8 @@ def read_yaml(path: Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise UserError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"config file {path} is not UTF-8 text") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -213,6 +225,8 @@ def build_config(base: dict[str, Any], overrides: dict[str, Any]) -> RunConfig:
     }
     leaves = leaf_fields()
     for flag, value in overrides.items():
+        if flag not in leaves:
+            raise UserError(f"unknown config field '{flag}'")
         section, _ = leaves[flag]
         if section is None:
             merged[flag] = value

@@ -20,12 +20,20 @@ from typing import Any
 
 import numpy as np
 import torch
+from pydantic import ValidationError
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from sklearn.base import BaseEstimator
 from torch import nn
 
 from ae_anomaly import __version__
+from ae_anomaly.config import (
+    DataConfig,
+    DetectorConfig,
+    RunConfig,
+    TrainingConfig,
+    describe_validation_error,
+)
 from ae_anomaly.data.tensors import UINT8_SCALE, to_image_tensor
 from ae_anomaly.device import select_device
 from ae_anomaly.errors import UserError
@@ -39,6 +47,8 @@ FORMAT_NAME = "ae-anomaly-detector"
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "weights.safetensors"
 META_FILE = "detector.json"
+# Saved beside the weights so that a loaded detector can refit its threshold.
+VALIDATION_SCORES_KEY = "detector.validation_scores"
 # Images per forward pass when scoring; scoring needs no gradients, so this
 # can be far larger than a training batch.
 SCORE_BATCH = 1024
@@ -96,6 +106,7 @@ class AutoencoderDetector(BaseEstimator):  # type: ignore[misc]
 
         Without ``X_val``, a random ``val_fraction`` of ``X`` is held out.
         """
+        self._check_params()
         rule = parse_threshold(self.threshold)
         images = to_image_tensor(X)
         val = to_image_tensor(X_val) if X_val is not None else None
@@ -108,8 +119,11 @@ class AutoencoderDetector(BaseEstimator):  # type: ignore[misc]
             )
         self.device_ = select_device(self.device)
         self.input_shape_ = tuple(int(d) for d in images.shape[1:])
-        torch.manual_seed(self.seed)  # the initial weights
-        network = build_model(self.model, self.input_shape_, **(self.model_args or {}))
+        # The seed fixes the initial weights; fork_rng keeps the caller's
+        # global random state untouched.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            network = build_model(self.model, self.input_shape_, **(self.model_args or {}))
         self.model_ = _placed(network, self.device_)
         progress = train(
             self.model_,
@@ -125,6 +139,23 @@ class AutoencoderDetector(BaseEstimator):  # type: ignore[misc]
         self.validation_scores_ = self.score_samples(val)
         self.threshold_ = rule.fit(self.validation_scores_)
         return self
+
+    def _check_params(self) -> None:
+        """Validate the parameters with the same rules as the config file."""
+        try:
+            TrainingConfig(
+                epochs=self.epochs,
+                batch_size=self.batch_size,
+                learning_rate=self.learning_rate,
+                patience=self.patience,
+                loss=self.loss,
+            )
+            DetectorConfig(score=self.score, threshold=self.threshold)
+            DataConfig(val_fraction=self.val_fraction)
+        except ValidationError as exc:
+            raise UserError(
+                f"invalid detector parameter: {describe_validation_error(exc)}"
+            ) from None
 
     def _hold_out(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         generator = torch.Generator().manual_seed(self.seed)
@@ -176,10 +207,13 @@ class AutoencoderDetector(BaseEstimator):  # type: ignore[misc]
                 f"got {tuple(images.shape[1:])}"
             )
         model.eval()
-        with torch.inference_mode():
-            for start in range(0, len(images), SCORE_BATCH):
-                batch = images[start : start + SCORE_BATCH].to(self.device_)
-                yield batch, model(batch)
+        for start in range(0, len(images), SCORE_BATCH):
+            batch = images[start : start + SCORE_BATCH].to(self.device_)
+            # The mode is entered per batch, never across a yield: a caller that
+            # stops half-way must not be left with gradients switched off.
+            with torch.inference_mode():
+                reconstruction = model(batch)
+            yield batch, reconstruction
 
     def _fitted_model(self) -> nn.Module:
         if not hasattr(self, "model_"):
@@ -196,8 +230,14 @@ class AutoencoderDetector(BaseEstimator):  # type: ignore[misc]
         """Write weights (safetensors) and detector.json into ``directory``."""
         model = self._fitted_model()
         folder = Path(directory)
-        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(
+                f"cannot create detector folder {folder}: {exc.strerror or exc}"
+            ) from None
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        state[VALIDATION_SCORES_KEY] = torch.from_numpy(np.asarray(self.validation_scores_))
         atomic_write(folder / WEIGHTS_FILE, lambda tmp: save_file(state, str(tmp)))
         write_json(folder / META_FILE, self._metadata())
         return folder
@@ -233,7 +273,11 @@ class AutoencoderDetector(BaseEstimator):  # type: ignore[misc]
         detector.device_ = select_device(device)
         network = build_model(detector.model, detector.input_shape_, **(detector.model_args or {}))
         try:
-            network.load_state_dict(load_file(str(folder / WEIGHTS_FILE)))
+            state = load_file(str(folder / WEIGHTS_FILE))
+            detector.validation_scores_ = state.pop(VALIDATION_SCORES_KEY).numpy()
+            network.load_state_dict(state)
+        except KeyError:
+            raise UserError(f"{folder / WEIGHTS_FILE} holds no validation scores") from None
         except (SafetensorError, OSError, RuntimeError) as exc:
             raise UserError(f"cannot load weights from {folder / WEIGHTS_FILE}: {exc}") from None
         detector.model_ = _placed(network, detector.device_)
@@ -266,7 +310,7 @@ def _read_metadata(path: Path) -> dict[str, Any]:
     return meta
 
 
-def detector_from_config(config: Any) -> AutoencoderDetector:
+def detector_from_config(config: RunConfig) -> AutoencoderDetector:
     """The detector a RunConfig describes."""
     return AutoencoderDetector(
         model=config.model,

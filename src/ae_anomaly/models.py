@@ -40,8 +40,10 @@ class ConvBNAutoencoder(Autoencoder):
 
     def __init__(self, in_channels: int = 1, channels: Sequence[int] = (16, 32)) -> None:
         super().__init__()
-        if not channels:
-            raise UserError("conv-bn needs at least one entry in model channels")
+        if not channels or not all(isinstance(c, int) and c > 0 for c in channels):
+            raise UserError(
+                f"conv-bn channels must be a non-empty list of positive integers, got {channels!r}"
+            )
         self.in_channels = in_channels
         self.downsampling = 2 ** len(channels)
         widths = [in_channels, *channels]

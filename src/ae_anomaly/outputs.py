@@ -10,17 +10,25 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from ae_anomaly.errors import UserError
 
 INCOMPLETE_SUFFIX = ".incomplete"
+# A folder holding this file was written by a run; only such folders (or
+# empty ones) may be replaced by --overwrite.
+RUN_MARKER = "config.yaml"
 
 
 @dataclass(frozen=True)
 class RunFolder:
     final: Path
+
+    def __post_init__(self) -> None:
+        # An absolute path has a real last component even for "." or "..".
+        object.__setattr__(self, "final", Path(os.path.abspath(self.final)))
 
     @property
     def work(self) -> Path:
@@ -33,6 +41,11 @@ class RunFolder:
             raise UserError(
                 f"output folder {self.final} already exists; pass --overwrite to replace it "
                 "or --out to choose another"
+            )
+        if self.final.exists() and overwrite and not self._is_replaceable():
+            raise UserError(
+                f"refusing to overwrite {self.final}: it is not an empty folder or the "
+                "output of an earlier run"
             )
         if resume:
             if self.work.is_dir():
@@ -50,6 +63,11 @@ class RunFolder:
         self._make_work_folder()
         return False
 
+    def _is_replaceable(self) -> bool:
+        if not self.final.is_dir():
+            return False
+        return (self.final / RUN_MARKER).is_file() or not any(self.final.iterdir())
+
     def _make_work_folder(self) -> None:
         try:
             self.work.mkdir(parents=True)
@@ -62,10 +80,13 @@ class RunFolder:
 
     def finish(self) -> Path:
         """Swap the complete work folder into place (replacing an old run, if any)."""
-        trash = self.final.with_name(self.final.name + ".old")
-        if self.final.exists():
-            shutil.rmtree(trash, ignore_errors=True)
-            os.replace(self.final, trash)
+        if not self.final.exists():
+            os.replace(self.work, self.final)
+            return self.final
+        # A fresh empty folder to move the old run into: renaming a folder onto
+        # an empty one is allowed, and no folder of the user's is ever reused.
+        trash = Path(tempfile.mkdtemp(prefix=f".{self.final.name}.old-", dir=self.final.parent))
+        os.replace(self.final, trash)
         os.replace(self.work, self.final)
         shutil.rmtree(trash, ignore_errors=True)
         return self.final

@@ -75,4 +75,6 @@ def _checked(scores: np.ndarray) -> np.ndarray:
     scores = np.asarray(scores, dtype=np.float64)
     if scores.size == 0:
         raise UserError("cannot fit a threshold on an empty set of normal scores")
+    if not np.isfinite(scores).all():
+        raise UserError("cannot fit a threshold: some normal scores are NaN or infinite")
     return scores

@@ -98,10 +98,12 @@ def train(
         if val_loss < progress.best_val_loss:
             progress.best_epoch, progress.best_val_loss = epoch, val_loss
             best_state = copy.deepcopy(model.state_dict())
-        if listener is not None:
-            listener.end_epoch(record)
+        # Checkpoint first: a listener that raises (Ctrl-C while printing)
+        # must not lose the epoch.
         if checkpoint_dir is not None:
             save_checkpoint(checkpoint_dir, model, optimizer, best_state, progress)
+        if listener is not None:
+            listener.end_epoch(record)
 
     model.load_state_dict(best_state)
     return progress

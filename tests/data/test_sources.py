@@ -101,6 +101,8 @@ def test_specs() -> None:
 def test_search_roots_order(
     tmp_path: Path, isolated_data_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    (tmp_path / "env").mkdir()
+    (tmp_path / "dir").mkdir()
     monkeypatch.setenv(sources.ENV_DATA, str(tmp_path / "env"))
     roots = search_roots(tmp_path / "dir")
     assert roots == [
@@ -116,6 +118,7 @@ def test_search_roots_defaults(tmp_path: Path, isolated_data_env: Path) -> None:
 
 
 def test_search_roots_drop_repeats(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "same").mkdir()
     monkeypatch.setenv(sources.ENV_DATA, str(tmp_path / "same"))
     labels = [label for label, _ in search_roots(tmp_path / "same")]
     assert labels == ["--data-dir", "cache", "debian"]
@@ -149,8 +152,22 @@ def test_missing_and_incomplete_roots_are_skipped(
     (incomplete / "mnist" / f"{TEST_LABELS}.gz").unlink()
     monkeypatch.setenv(sources.ENV_DATA, str(incomplete))
     make_root(tmp_path / "debian", shared_data_dir)
-    dataset = load_dataset("mnist", tmp_path / "does-not-exist", download=False)
+    (tmp_path / "empty").mkdir()
+    dataset = load_dataset("mnist", tmp_path / "empty", download=False)
     assert dataset.location == tmp_path / "debian" / "mnist"
+
+
+@pytest.mark.parametrize("named_by", ["--data-dir", "AE_ANOMALY_DATA"])
+def test_explicit_data_folder_must_exist(
+    tmp_path: Path, isolated_data_env: Path, monkeypatch: pytest.MonkeyPatch, named_by: str
+) -> None:
+    missing = tmp_path / "typo"
+    if named_by == "AE_ANOMALY_DATA":
+        monkeypatch.setenv(sources.ENV_DATA, str(missing))
+    data_dir = missing if named_by == "--data-dir" else None
+    with pytest.raises(UserError) as info:
+        load_dataset("mnist", data_dir, download=False)
+    assert str(info.value) == f"the data folder {missing} given by {named_by} does not exist"
 
 
 def test_not_found_without_download(tmp_path: Path, isolated_data_env: Path) -> None:
@@ -414,6 +431,7 @@ def test_all_mirrors_fail(mirror: str, isolated_data_env: Path, dead_url: str) -
 def test_load_reports_where_it_looked_and_why_download_failed(
     tmp_path: Path, isolated_data_env: Path, dead_url: str
 ) -> None:
+    (tmp_path / "dir").mkdir()
     with pytest.raises(UserError) as info:
         load_dataset("mnist", tmp_path / "dir", mirrors=[dead_url])
     message = str(info.value)

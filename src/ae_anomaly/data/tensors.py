@@ -13,8 +13,9 @@ UINT8_SCALE = 255.0
 
 def to_image_tensor(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     """(N, H, W) or (N, C, H, W) uint8 or float array -> float32 (N, C, H, W) in [0, 1]."""
-    if isinstance(images, np.ndarray) and not images.flags.writeable:
-        images = images.copy()  # torch refuses to share memory it may not write
+    if isinstance(images, np.ndarray):
+        # torch takes neither read-only memory nor negative strides (flipped views).
+        images = np.require(images, requirements=["C_CONTIGUOUS", "WRITEABLE"])
     tensor = torch.as_tensor(images)
     if tensor.ndim == 3:
         tensor = tensor.unsqueeze(1)
@@ -29,6 +30,8 @@ def to_image_tensor(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     if not tensor.is_floating_point():
         raise UserError(f"images must be uint8 or float, got {tensor.dtype}")
     tensor = tensor.to(torch.float32)
+    if not bool(torch.isfinite(tensor).all()):
+        raise UserError("images contain NaN or infinite values")
     low, high = float(tensor.min()), float(tensor.max())
     if low < 0.0 or high > 1.0:
         raise UserError(

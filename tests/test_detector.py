@@ -1,0 +1,488 @@
+"""Tests for ae_anomaly.detector: the scikit-learn style detector on small slices of MNIST."""
+
+from __future__ import annotations
+
+import gc
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.metrics import roc_auc_score
+
+from ae_anomaly.data.sources import Dataset, load_dataset
+from ae_anomaly.detector import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    META_FILE,
+    WEIGHTS_FILE,
+    AutoencoderDetector,
+)
+from ae_anomaly.errors import UserError
+
+FIT_SIZE = 2000
+SMALL = {"channels": [4, 8]}  # a narrow network for tests where quality does not matter
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """Run torch single-threaded in this module, then restore the previous setting.
+
+    The tensors here are small and gain nothing from threads, while on a CPU shared with
+    other jobs, spin-waiting OpenMP threads make these tests several times slower.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def mnist(shared_data_dir: Path) -> Dataset:
+    return load_dataset("mnist", data_dir=shared_data_dir, download=False)
+
+
+@pytest.fixture(scope="module")
+def fitted(mnist: Dataset) -> AutoencoderDetector:
+    """Two epochs on 2000 digits: good enough to tell noisy digits from clean ones."""
+    detector = AutoencoderDetector(epochs=2, batch_size=64, device="cpu", seed=0)
+    return detector.fit(mnist.train_images[:FIT_SIZE])
+
+
+@pytest.fixture(scope="module")
+def saved(fitted: AutoencoderDetector, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return fitted.save(tmp_path_factory.mktemp("saved") / "detector")
+
+
+@pytest.fixture(scope="module")
+def probe(mnist: Dataset) -> np.ndarray:
+    """A few test digits (uint8, read-only like every dataset array)."""
+    return mnist.test_images[:64]
+
+
+def small_detector(**params: Any) -> AutoencoderDetector:
+    defaults: dict[str, Any] = {
+        "model_args": SMALL,
+        "epochs": 1,
+        "batch_size": 32,
+        "device": "cpu",
+        "seed": 3,
+    }
+    return AutoencoderDetector(**{**defaults, **params})
+
+
+# -- fitting --------------------------------------------------------------------------
+
+
+def test_fit_returns_self_with_fitted_attributes(mnist: Dataset) -> None:
+    detector = small_detector(threshold="mean+2std")
+    assert detector.fit(mnist.train_images[:100]) is detector
+    assert detector.input_shape_ == (1, 28, 28)
+    assert detector.validation_scores_.shape == (10,)  # val_fraction 0.1 of 100
+    assert detector.validation_scores_.dtype == np.float64
+    scores = detector.validation_scores_
+    assert detector.threshold_ == pytest.approx(scores.mean() + 2 * scores.std())
+    assert isinstance(detector.threshold_, float)
+    assert [r["epoch"] for r in detector.history_] == [1]
+    assert set(detector.history_[0]) == {"epoch", "train_loss", "val_loss", "seconds"}
+    assert detector.best_epoch_ == 1
+
+
+def test_fitted_threshold_is_the_percentile_of_validation_scores(
+    fitted: AutoencoderDetector,
+) -> None:
+    assert fitted.validation_scores_.shape == (FIT_SIZE // 10,)
+    assert np.all(fitted.validation_scores_ > 0)
+    assert fitted.threshold_ == pytest.approx(np.percentile(fitted.validation_scores_, 95))
+    assert 1 <= len(fitted.history_) <= 2
+    assert fitted.history_[-1]["train_loss"] < fitted.history_[0]["train_loss"] or (
+        len(fitted.history_) == 1
+    )
+    assert 1 <= fitted.best_epoch_ <= len(fitted.history_)
+
+
+def test_explicit_validation_images_set_the_threshold(mnist: Dataset) -> None:
+    train, val = mnist.train_images[:80], mnist.train_images[80:120]
+    detector = small_detector(threshold="percentile:50").fit(train, val)
+    assert detector.validation_scores_.shape == (40,)
+    np.testing.assert_array_equal(detector.validation_scores_, detector.score_samples(val))
+    assert detector.threshold_ == pytest.approx(np.median(detector.score_samples(val)))
+
+
+def test_validation_images_of_another_shape(mnist: Dataset) -> None:
+    with pytest.raises(UserError, match="validation images have shape"):
+        small_detector().fit(mnist.train_images[:40], np.zeros((5, 32, 32), np.uint8))
+
+
+def test_bad_threshold_rule_fails_before_training(mnist: Dataset) -> None:
+    with pytest.raises(UserError, match="not understood"):
+        small_detector(threshold="top5%").fit(mnist.train_images[:40])
+
+
+def test_too_few_images_to_hold_some_out(mnist: Dataset) -> None:
+    with pytest.raises(UserError, match="at least two"):
+        small_detector().fit(mnist.train_images[:1])
+
+
+def test_image_side_not_divisible_is_a_user_error() -> None:
+    with pytest.raises(UserError, match="divisible"):
+        small_detector().fit(np.zeros((20, 30, 30), np.uint8))
+
+
+def test_determinism_same_seed_identical_scores(mnist: Dataset, probe: np.ndarray) -> None:
+    train = mnist.train_images[:160]
+    a = small_detector(seed=5).fit(train)
+    b = small_detector(seed=5).fit(train)
+    assert np.array_equal(a.score_samples(probe), b.score_samples(probe))
+    assert a.threshold_ == b.threshold_
+    c = small_detector(seed=6).fit(train)
+    assert not np.array_equal(a.score_samples(probe), c.score_samples(probe))
+
+
+# -- scoring --------------------------------------------------------------------------
+
+
+def test_score_samples_shape_and_dtype(fitted: AutoencoderDetector, probe: np.ndarray) -> None:
+    scores = fitted.score_samples(probe)
+    assert scores.shape == (64,)
+    assert scores.dtype == np.float64
+    assert np.all(np.isfinite(scores)) and np.all(scores >= 0)
+    # per image: scoring one image alone gives the same score
+    assert fitted.score_samples(probe[5:6])[0] == pytest.approx(scores[5], rel=1e-5)
+
+
+def test_predict_is_score_above_threshold(fitted: AutoencoderDetector, mnist: Dataset) -> None:
+    rng = np.random.default_rng(0)
+    clean = mnist.test_images[:100].astype(np.float32) / 255
+    noisy = np.clip(clean + rng.normal(0, 0.3, clean.shape), 0, 1).astype(np.float32)
+    images = np.concatenate([clean, noisy])
+    scores = fitted.score_samples(images)
+    labels = fitted.predict(images)
+    assert labels.dtype == np.int64
+    np.testing.assert_array_equal(labels, (scores > fitted.threshold_).astype(np.int64))
+    assert set(np.unique(labels)) == {0, 1}  # both outcomes occur here
+    decision = fitted.decision_function(images)
+    np.testing.assert_allclose(decision, scores - fitted.threshold_)
+    np.testing.assert_array_equal(decision > 0, labels == 1)
+    # noisy digits are flagged far more often than clean ones
+    assert labels[100:].mean() > 0.9
+    assert labels[:100].mean() < 0.3
+
+
+def test_noisy_digits_are_easy_to_separate(fitted: AutoencoderDetector, mnist: Dataset) -> None:
+    rng = np.random.default_rng(1)
+    clean = mnist.test_images[:500].astype(np.float64) / 255
+    others = mnist.test_images[500:1000].astype(np.float64) / 255
+    noisy = np.clip(others + rng.normal(0, 0.3, others.shape), 0, 1)
+    scores = fitted.score_samples(np.concatenate([clean, noisy]))
+    labels = np.r_[np.zeros(500), np.ones(500)]
+    assert roc_auc_score(labels, scores) >= 0.95
+
+
+def test_uint8_and_float_inputs_give_the_same_scores(
+    fitted: AutoencoderDetector, probe: np.ndarray
+) -> None:
+    from_uint8 = fitted.score_samples(probe)
+    assert np.array_equal(fitted.score_samples(probe.astype(np.float64) / 255), from_uint8)
+    assert np.array_equal(fitted.score_samples(probe.astype(np.float32) / 255), from_uint8)
+    assert np.array_equal(fitted.score_samples(probe[:, None]), from_uint8)  # (N, 1, H, W)
+
+
+def test_reconstruct_matches_the_scores(fitted: AutoencoderDetector, probe: np.ndarray) -> None:
+    recons, maps = fitted.reconstruct(probe[:8])
+    assert recons.shape == (8, 1, 28, 28)
+    assert maps.shape == (8, 28, 28)
+    assert recons.min() >= 0 and recons.max() <= 1
+    np.testing.assert_allclose(maps.mean(axis=(1, 2)), fitted.score_samples(probe[:8]), rtol=1e-5)
+    expected = ((recons[:, 0] - probe[:8] / 255.0) ** 2).mean(axis=(1, 2))
+    np.testing.assert_allclose(maps.mean(axis=(1, 2)), expected, rtol=1e-4)
+
+
+@pytest.mark.parametrize("method", ["score_samples", "predict", "decision_function", "reconstruct"])
+def test_use_before_fit_is_a_user_error(method: str, probe: np.ndarray) -> None:
+    with pytest.raises(UserError, match="not fitted"):
+        getattr(AutoencoderDetector(), method)(probe)
+
+
+def test_save_before_fit_is_a_user_error(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="not fitted"):
+        AutoencoderDetector().save(tmp_path / "d")
+    assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.5, 255.0])
+def test_float_input_outside_unit_interval(
+    fitted: AutoencoderDetector, probe: np.ndarray, bad: float
+) -> None:
+    images = probe.astype(np.float32) / 255
+    images[0, 0, 0] = bad
+    with pytest.raises(UserError, match=r"\[0, 1\]"):
+        fitted.score_samples(images)
+
+
+@pytest.mark.parametrize(
+    "images",
+    [
+        np.zeros((3, 32, 32), np.uint8),
+        np.zeros((3, 3, 28, 28), np.uint8),
+        np.zeros((3, 28, 27), np.uint8),
+        np.zeros((28, 28), np.uint8),
+        np.zeros((2, 1, 1, 28, 28), np.uint8),
+        np.zeros((0, 28, 28), np.uint8),
+        np.zeros((3, 28, 28), np.int32),
+        np.zeros((3, 28, 28), bool),
+    ],
+    ids=["32x32", "3-channel", "28x27", "2-d", "5-d", "empty", "int32", "bool"],
+)
+def test_wrong_images_are_user_errors(fitted: AutoencoderDetector, images: np.ndarray) -> None:
+    with pytest.raises(UserError):
+        fitted.score_samples(images)
+    with pytest.raises(UserError):
+        fitted.predict(images)
+
+
+def test_nan_input_is_a_user_error(fitted: AutoencoderDetector, probe: np.ndarray) -> None:
+    images = probe.astype(np.float32) / 255
+    images[0, 3, 3] = np.nan
+    with pytest.raises(UserError):
+        fitted.score_samples(images)
+
+
+def test_flipped_view_is_accepted(fitted: AutoencoderDetector, probe: np.ndarray) -> None:
+    flipped = probe.copy()[:, :, ::-1]  # a writeable view; read-only arrays are copied
+    np.testing.assert_array_equal(
+        fitted.score_samples(flipped), fitted.score_samples(np.ascontiguousarray(flipped))
+    )
+
+
+def raised(call: Any) -> type[BaseException] | None:
+    """The type of exception ``call()`` raises, or None.
+
+    Only the type is kept: a live traceback would keep a half-run scoring generator
+    (and with it torch's inference mode) alive, see test_failed_scoring_leaves_no_inference_mode.
+    """
+    try:
+        call()
+    except Exception as exc:
+        return type(exc)
+    return None
+
+
+def test_unknown_score_kind_is_a_user_error(mnist: Dataset) -> None:
+    kind = raised(lambda: small_detector(score="ssim").fit(mnist.train_images[:40]))
+    assert kind is UserError
+
+
+def test_unknown_loss_is_a_user_error(mnist: Dataset) -> None:
+    kind = raised(lambda: small_detector(loss="huber").fit(mnist.train_images[:40]))
+    assert kind is UserError
+
+
+def test_failed_scoring_leaves_no_inference_mode(
+    fitted: AutoencoderDetector, probe: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fitted, "score", "bogus")
+    caught: list[BaseException] = []
+    try:
+        fitted.score_samples(probe)
+    except ValueError as exc:
+        caught.append(exc)  # keep the traceback alive, as a REPL or debugger does
+    leaked = torch.is_inference_mode_enabled() or not torch.is_grad_enabled()
+    caught.clear()
+    gc.collect()
+    # guard for the rest of the session: once the traceback is gone the mode is restored
+    assert not torch.is_inference_mode_enabled()
+    assert torch.is_grad_enabled()
+    assert not leaked
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{"batch_size": 0}, {"learning_rate": -1.0}, {"epochs": 0}, {"patience": 0}],
+    ids=["batch_size-0", "learning_rate-negative", "epochs-0", "patience-0"],
+)
+def test_invalid_hyper_parameters_are_user_errors(mnist: Dataset, params: dict[str, Any]) -> None:
+    kind = raised(lambda: small_detector(**params).fit(mnist.train_images[:40]))
+    assert kind is UserError
+
+
+# -- saving and loading ---------------------------------------------------------------
+
+
+def test_save_writes_weights_and_metadata(saved: Path, fitted: AutoencoderDetector) -> None:
+    assert sorted(p.name for p in saved.iterdir()) == sorted([META_FILE, WEIGHTS_FILE])
+    meta = json.loads((saved / META_FILE).read_text(encoding="utf-8"))
+    assert meta["format"] == FORMAT_NAME
+    assert meta["format_version"] == FORMAT_VERSION
+    assert meta["input_shape"] == [1, 28, 28]
+    assert meta["threshold"] == {"rule": "percentile:95", "value": fitted.threshold_}
+    assert meta["score"] == "mse"
+    assert meta["params"] == fitted.get_params()
+    assert meta["training"]["history"] == fitted.history_
+
+
+def test_save_load_round_trip_gives_identical_scores(
+    saved: Path, fitted: AutoencoderDetector, probe: np.ndarray
+) -> None:
+    loaded = AutoencoderDetector.load(saved, device="cpu")
+    assert loaded.threshold_ == fitted.threshold_
+    assert loaded.input_shape_ == fitted.input_shape_
+    assert loaded.history_ == fitted.history_
+    assert loaded.best_epoch_ == fitted.best_epoch_
+    assert loaded.get_params() == fitted.get_params()
+    assert np.array_equal(loaded.score_samples(probe), fitted.score_samples(probe))
+    np.testing.assert_array_equal(loaded.predict(probe), fitted.predict(probe))
+
+
+def test_load_with_auto_device(saved: Path, fitted: AutoencoderDetector, probe: np.ndarray) -> None:
+    loaded = AutoencoderDetector.load(str(saved))
+    assert loaded.device == "auto"
+    np.testing.assert_allclose(loaded.score_samples(probe), fitted.score_samples(probe), rtol=1e-4)
+
+
+def test_saving_twice_overwrites(saved: Path, fitted: AutoencoderDetector, tmp_path: Path) -> None:
+    again = fitted.save(tmp_path / "d")
+    fitted.save(again)
+    assert sorted(p.name for p in again.iterdir()) == sorted([META_FILE, WEIGHTS_FILE])
+    assert (again / WEIGHTS_FILE).read_bytes() == (saved / WEIGHTS_FILE).read_bytes()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_load_on_a_missing_device_is_a_user_error(saved: Path) -> None:
+    with pytest.raises(UserError, match="CUDA is not available"):
+        AutoencoderDetector.load(saved, device="cuda")
+
+
+def test_save_onto_a_regular_file_is_a_user_error(
+    fitted: AutoencoderDetector, tmp_path: Path
+) -> None:
+    target = tmp_path / "taken"
+    target.write_text("mine", encoding="utf-8")
+    kind = raised(lambda: fitted.save(target))
+    assert target.read_text(encoding="utf-8") == "mine"
+    assert kind is UserError
+
+
+def tamper(saved: Path, tmp_path: Path, change: Any) -> Path:
+    """A copy of the saved detector with ``change(meta)`` applied to detector.json."""
+    folder = tmp_path / "tampered"
+    folder.mkdir()
+    (folder / WEIGHTS_FILE).write_bytes((saved / WEIGHTS_FILE).read_bytes())
+    meta = json.loads((saved / META_FILE).read_text(encoding="utf-8"))
+    change(meta)
+    (folder / META_FILE).write_text(json.dumps(meta), encoding="utf-8")
+    return folder
+
+
+def _set(key: str, value: Any) -> Any:
+    return lambda meta: meta.__setitem__(key, value)
+
+
+def _drop(key: str) -> Any:
+    return lambda meta: meta.pop(key)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (_set("format", "something-else"), "not an ae-anomaly detector"),
+        (_drop("format"), "not an ae-anomaly detector"),
+        (_set("format_version", FORMAT_VERSION + 1), "format version"),
+        (_set("format_version", "1"), "format version"),
+        (_drop("format_version"), "format version"),
+        (_drop("input_shape"), "missing or has a bad field"),
+        (_drop("params"), "missing or has a bad field"),
+        (_drop("threshold"), "missing or has a bad field"),
+        (_drop("training"), "missing or has a bad field"),
+        (_set("input_shape", ["a", 28, 28]), "missing or has a bad field"),
+        (_set("threshold", {"rule": "percentile:95", "value": "high"}), "bad field"),
+        (lambda meta: meta["params"].update(colour="red"), "bad field"),
+    ],
+    ids=[
+        "wrong-format",
+        "no-format",
+        "newer-version",
+        "version-as-string",
+        "no-version",
+        "no-input-shape",
+        "no-params",
+        "no-threshold",
+        "no-training",
+        "bad-input-shape",
+        "bad-threshold-value",
+        "unknown-param",
+    ],
+)
+def test_tampered_metadata_is_a_user_error(
+    saved: Path, tmp_path: Path, change: Any, message: str
+) -> None:
+    folder = tamper(saved, tmp_path, change)
+    with pytest.raises(UserError, match=message):
+        AutoencoderDetector.load(folder, device="cpu")
+
+
+def test_metadata_that_is_not_json_or_not_a_mapping(saved: Path, tmp_path: Path) -> None:
+    folder = tamper(saved, tmp_path, lambda meta: None)
+    (folder / META_FILE).write_text("{not json", encoding="utf-8")
+    with pytest.raises(UserError, match="cannot read detector file"):
+        AutoencoderDetector.load(folder, device="cpu")
+    (folder / META_FILE).write_text("[1, 2]", encoding="utf-8")
+    with pytest.raises(UserError, match="not an ae-anomaly detector"):
+        AutoencoderDetector.load(folder, device="cpu")
+
+
+def test_missing_folder_or_files_are_user_errors(saved: Path, tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="cannot read detector file"):
+        AutoencoderDetector.load(tmp_path / "nowhere", device="cpu")
+    folder = tamper(saved, tmp_path, lambda meta: None)
+    (folder / WEIGHTS_FILE).unlink()
+    with pytest.raises(UserError, match="cannot load weights"):
+        AutoencoderDetector.load(folder, device="cpu")
+    (folder / WEIGHTS_FILE).write_bytes(b"\x00" * 100)
+    with pytest.raises(UserError, match="cannot load weights"):
+        AutoencoderDetector.load(folder, device="cpu")
+
+
+# -- scikit-learn parameters ----------------------------------------------------------
+
+
+def test_get_params_lists_every_init_argument() -> None:
+    detector = AutoencoderDetector(epochs=3, threshold="fixed:0.1", model_args={"channels": [8]})
+    params = detector.get_params()
+    assert params == {
+        "model": "conv-bn",
+        "model_args": {"channels": [8]},
+        "score": "mse",
+        "threshold": "fixed:0.1",
+        "epochs": 3,
+        "batch_size": 128,
+        "learning_rate": 1e-3,
+        "patience": 2,
+        "loss": "mse",
+        "val_fraction": 0.1,
+        "device": "auto",
+        "seed": 0,
+    }
+
+
+def test_set_params_returns_self_and_changes_params() -> None:
+    detector = AutoencoderDetector()
+    assert detector.set_params(epochs=9, score="mae") is detector
+    assert (detector.epochs, detector.score) == (9, "mae")
+    with pytest.raises(ValueError, match="colour"):
+        detector.set_params(colour="red")
+
+
+def test_clone_copies_params_not_fitted_state(fitted: AutoencoderDetector) -> None:
+    copy = clone(fitted)
+    assert isinstance(copy, AutoencoderDetector)
+    assert copy is not fitted
+    assert copy.get_params() == fitted.get_params()
+    assert not hasattr(copy, "model_")
+    assert not hasattr(copy, "threshold_")
+    with pytest.raises(UserError, match="not fitted"):
+        copy.predict(np.zeros((1, 28, 28), np.uint8))

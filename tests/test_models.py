@@ -1,0 +1,145 @@
+"""Tests for ae_anomaly.models: shapes, output range, gradients and the name registry."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+from ae_anomaly.errors import UserError
+from ae_anomaly.models import MODELS, ConvBNAutoencoder, build_model, model_names
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """Run torch single-threaded in this module, then restore the previous setting.
+
+    The tensors here are small and gain nothing from threads, while on a CPU shared with
+    other jobs, spin-waiting OpenMP threads make these tests several times slower.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize(
+    ("shape", "kwargs"),
+    [
+        ((1, 28, 28), {}),
+        ((3, 32, 32), {}),
+        ((1, 28, 28), {"channels": [8]}),
+        ((3, 32, 32), {"channels": [4, 8, 16]}),
+        ((1, 16, 24), {}),
+    ],
+)
+def test_output_shape_equals_input_shape(shape: tuple[int, int, int], kwargs: dict) -> None:
+    torch.manual_seed(0)
+    model = build_model("conv-bn", shape, **kwargs)
+    images = torch.rand(4, *shape)
+    model.train()
+    assert model(images).shape == images.shape
+    model.eval()
+    with torch.no_grad():
+        out = model(images)
+    assert out.shape == images.shape
+    assert out.dtype == torch.float32
+
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
+def test_output_lies_in_unit_interval(shape: tuple[int, int, int]) -> None:
+    torch.manual_seed(0)
+    model = build_model("conv-bn", shape).eval()
+    # extreme inputs as well as ordinary ones
+    images = torch.cat([torch.rand(3, *shape), torch.zeros(1, *shape), torch.ones(1, *shape)])
+    with torch.no_grad():
+        out = model(images)
+    assert float(out.min()) >= 0.0
+    assert float(out.max()) <= 1.0
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
+def test_gradients_reach_every_parameter(shape: tuple[int, int, int]) -> None:
+    torch.manual_seed(0)
+    model = build_model("conv-bn", shape).train()
+    images = torch.rand(4, *shape)
+    loss = torch.nn.functional.mse_loss(model(images), images)
+    loss.backward()
+    params = list(model.named_parameters())
+    assert params
+    for name, param in params:
+        assert param.grad is not None, name
+        assert torch.isfinite(param.grad).all(), name
+        assert param.grad.abs().sum() > 0, name
+
+
+def test_channels_argument_sets_the_widths() -> None:
+    model = build_model("conv-bn", (1, 32, 32), channels=[4, 8, 16])
+    assert isinstance(model, ConvBNAutoencoder)
+    assert model.downsampling == 8
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs[:3]] == [4, 8, 16]
+    assert convs[0].in_channels == 1
+    assert convs[-1].out_channels == 1
+
+
+def test_side_not_divisible_is_a_user_error_naming_the_divisor() -> None:
+    with pytest.raises(UserError, match="divisible by 4") as info:
+        build_model("conv-bn", (1, 30, 30))
+    assert "30x30" in str(info.value)
+
+
+def test_divisor_follows_the_number_of_stages() -> None:
+    build_model("conv-bn", (1, 28, 28), channels=[8, 8])  # 28 = 4 * 7
+    with pytest.raises(UserError, match="divisible by 8"):
+        build_model("conv-bn", (1, 28, 28), channels=[8, 8, 8])
+
+
+def test_only_one_side_not_divisible() -> None:
+    with pytest.raises(UserError, match="28x30"):
+        build_model("conv-bn", (1, 28, 30))
+
+
+def test_wrong_channel_count_is_a_user_error() -> None:
+    model = build_model("conv-bn", (1, 28, 28))
+    with pytest.raises(UserError, match="3 channels"):
+        model.check_input_shape((3, 28, 28))
+
+
+def test_unknown_model_lists_valid_names() -> None:
+    with pytest.raises(UserError, match="unknown model 'resnet'") as info:
+        build_model("resnet", (1, 28, 28))
+    for name in model_names():
+        assert name in str(info.value)
+
+
+def test_model_names_are_the_registry() -> None:
+    assert model_names() == sorted(MODELS)
+    assert "conv-bn" in model_names()
+    assert all(entry.description for entry in MODELS.values())
+
+
+def test_unknown_keyword_argument_is_a_user_error() -> None:
+    with pytest.raises(UserError, match="bad arguments for model 'conv-bn'") as info:
+        build_model("conv-bn", (1, 28, 28), chanels=[8])
+    assert "chanels" in str(info.value)
+
+
+def test_empty_channels_is_a_user_error() -> None:
+    with pytest.raises(UserError, match="channels"):
+        build_model("conv-bn", (1, 28, 28), channels=[])
+
+
+def test_in_channels_cannot_be_given_twice() -> None:
+    # in_channels comes from the input shape; passing it as well is a user mistake
+    with pytest.raises(UserError, match="bad arguments"):
+        build_model("conv-bn", (1, 28, 28), in_channels=3)
+
+
+@pytest.mark.filterwarnings("ignore:Initializing zero-element tensors")
+@pytest.mark.parametrize("channels", [[16, -3], [0], [1.5]])
+def test_non_positive_width_is_a_user_error(channels: list[int]) -> None:
+    with pytest.raises(UserError):
+        build_model("conv-bn", (1, 28, 28), channels=channels)

@@ -1,0 +1,369 @@
+"""Tests for ae_anomaly.training: the fit loop, early stopping and exact resumption."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from ae_anomaly import training
+from ae_anomaly.data.sources import load_dataset
+from ae_anomaly.data.tensors import to_image_tensor
+from ae_anomaly.errors import UserError
+from ae_anomaly.models import build_model
+from ae_anomaly.training import (
+    CHECKPOINT_NAME,
+    EpochRecord,
+    TrainProgress,
+    TrainSettings,
+    reconstruction_loss,
+    train,
+)
+
+SHAPE = (1, 28, 28)
+SMALL = {"channels": [4, 8]}  # a narrow network where the size of the network does not matter
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """Run torch single-threaded in this module, then restore the previous setting.
+
+    The tensors here are small and gain nothing from threads, while on a CPU shared with
+    other jobs, spin-waiting OpenMP threads make these tests several times slower.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def digits(shared_data_dir: Path) -> torch.Tensor:
+    """The first 320 MNIST training digits as float tensors: 256 to train on, 64 to validate."""
+    dataset = load_dataset("mnist", data_dir=shared_data_dir, download=False)
+    return to_image_tensor(dataset.train_images[:320])
+
+
+def new_model(seed: int = 0, **kwargs: object) -> nn.Module:
+    torch.manual_seed(seed)
+    return build_model("conv-bn", SHAPE, **kwargs)
+
+
+def same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+class Recorder:
+    """A ProgressListener that keeps every call, and the weights after every epoch."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.starts: list[tuple[int, int]] = []
+        self.batches: list[float] = []
+        self.records: list[EpochRecord] = []
+        self.states: dict[int, dict[str, torch.Tensor]] = {}
+
+    def start_epoch(self, epoch: int, n_batches: int) -> None:
+        self.starts.append((epoch, n_batches))
+
+    def batch_done(self, running_loss: float) -> None:
+        self.batches.append(running_loss)
+
+    def end_epoch(self, record: EpochRecord) -> None:
+        self.records.append(record)
+        self.states[record.epoch] = copy.deepcopy(self.model.state_dict())
+
+
+# -- TrainProgress.should_stop --------------------------------------------------------
+
+
+def records(n: int) -> list[EpochRecord]:
+    return [EpochRecord(i + 1, 1.0, 1.0, 0.0) for i in range(n)]
+
+
+@pytest.mark.parametrize(
+    ("done", "best", "patience", "stop"),
+    [
+        (0, 0, 1, False),
+        (1, 1, 1, False),
+        (2, 1, 1, True),
+        (2, 1, 2, False),
+        (3, 1, 2, True),
+        (5, 5, 2, False),
+        (6, 3, 3, True),
+    ],
+)
+def test_should_stop(done: int, best: int, patience: int, stop: bool) -> None:
+    progress = TrainProgress(history=records(done), best_epoch=best)
+    assert progress.epochs_done == done
+    assert progress.should_stop(patience) is stop
+
+
+def test_fresh_progress() -> None:
+    progress = TrainProgress()
+    assert progress.epochs_done == 0
+    assert progress.best_val_loss == math.inf
+    assert not progress.should_stop(1)
+
+
+# -- the loss -------------------------------------------------------------------------
+
+
+def test_reconstruction_loss_kinds() -> None:
+    target = torch.zeros(2, 1, 2, 2)
+    recon = torch.full((2, 1, 2, 2), 0.5)
+    assert float(reconstruction_loss(recon, target, "mse")) == pytest.approx(0.25)
+    assert float(reconstruction_loss(recon, target, "mae")) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="unknown loss"):
+        reconstruction_loss(recon, target, "huber")
+
+
+# -- training -------------------------------------------------------------------------
+
+
+def test_loss_decreases_over_three_epochs(digits: torch.Tensor) -> None:
+    # the default architecture, in the memory format the detector trains it in
+    model = new_model().to(memory_format=torch.channels_last)
+    recorder = Recorder(model)
+    settings = TrainSettings(epochs=3, batch_size=64, patience=3)
+    progress = train(model, digits[:256], digits[256:], settings, listener=recorder)
+    history = progress.history
+    assert [r.epoch for r in history] == [1, 2, 3]
+    train_losses = [r.train_loss for r in history]
+    val_losses = [r.val_loss for r in history]
+    assert train_losses[2] < train_losses[1] < train_losses[0]
+    assert val_losses[2] < val_losses[0]
+    assert progress.best_epoch == min(range(3), key=lambda i: val_losses[i]) + 1
+    assert progress.best_val_loss == min(val_losses)
+    assert all(r.seconds >= 0 for r in history)
+    # the listener saw every epoch and batch: 256 / 64 = 4 batches per epoch
+    assert recorder.starts == [(1, 4), (2, 4), (3, 4)]
+    assert len(recorder.batches) == 12
+    assert recorder.batches[3] == pytest.approx(train_losses[0])
+    assert recorder.records == history
+    # the reported validation loss is the model's loss in eval mode
+    assert training.evaluate_loss(model, digits[256:], settings) == pytest.approx(
+        progress.best_val_loss, rel=1e-5
+    )
+
+
+def test_mae_loss_trains_too(digits: torch.Tensor) -> None:
+    model = new_model(**SMALL)
+    settings = TrainSettings(epochs=2, batch_size=32, loss="mae", learning_rate=3e-3, patience=2)
+    progress = train(model, digits[:128], digits[256:], settings)
+    assert progress.history[1].train_loss < progress.history[0].train_loss
+
+
+def test_early_stopping_restores_the_best_weights(
+    digits: torch.Tensor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # scripted validation losses: best at epoch 2, then two worse epochs -> stop after 4
+    scripted: Iterator[float] = iter([1.0, 0.5, 0.6, 0.7, 0.4, 0.3])
+    monkeypatch.setattr(training, "evaluate_loss", lambda *args: next(scripted))
+    model = new_model(**SMALL)
+    recorder = Recorder(model)
+    settings = TrainSettings(epochs=10, batch_size=64, patience=2)
+    progress = train(model, digits[:64], digits[256:], settings, listener=recorder)
+    assert progress.epochs_done == 4
+    assert [r.val_loss for r in progress.history] == [1.0, 0.5, 0.6, 0.7]
+    assert progress.best_epoch == 2
+    assert progress.best_val_loss == 0.5
+    assert same_weights(model.state_dict(), recorder.states[2])
+    assert not same_weights(model.state_dict(), recorder.states[4])
+
+
+def test_patience_one_stops_after_the_first_worse_epoch(
+    digits: torch.Tensor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scripted = iter([0.5, 0.6, 0.1])
+    monkeypatch.setattr(training, "evaluate_loss", lambda *args: next(scripted))
+    model = new_model(**SMALL)
+    recorder = Recorder(model)
+    progress = train(
+        model,
+        digits[:64],
+        digits[256:],
+        TrainSettings(epochs=5, batch_size=64, patience=1),
+        listener=recorder,
+    )
+    assert progress.epochs_done == 2
+    assert progress.best_epoch == 1
+    assert same_weights(model.state_dict(), recorder.states[1])
+
+
+def test_equal_validation_loss_is_not_an_improvement(
+    digits: torch.Tensor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scripted = iter([0.5, 0.5, 0.5])
+    monkeypatch.setattr(training, "evaluate_loss", lambda *args: next(scripted))
+    model = new_model(**SMALL)
+    progress = train(
+        model, digits[:64], digits[256:], TrainSettings(epochs=5, batch_size=64, patience=2)
+    )
+    assert progress.epochs_done == 3
+    assert progress.best_epoch == 1
+
+
+def test_epoch_limit_ends_training_while_improving(
+    digits: torch.Tensor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scripted = iter([0.5, 0.4, 0.3, 0.2])
+    monkeypatch.setattr(training, "evaluate_loss", lambda *args: next(scripted))
+    model = new_model(**SMALL)
+    recorder = Recorder(model)
+    progress = train(
+        model,
+        digits[:64],
+        digits[256:],
+        TrainSettings(epochs=3, batch_size=64, patience=1),
+        listener=recorder,
+    )
+    assert progress.epochs_done == 3
+    assert progress.best_epoch == 3
+    assert same_weights(model.state_dict(), recorder.states[3])
+
+
+# -- checkpoints ----------------------------------------------------------------------
+
+
+def test_resume_gives_exactly_the_uninterrupted_weights(
+    digits: torch.Tensor, tmp_path: Path
+) -> None:
+    train_x, val_x = digits[:128], digits[256:]
+    settings = TrainSettings(epochs=3, batch_size=32, patience=5, seed=4)
+
+    straight = new_model(**SMALL)
+    straight_progress = train(straight, train_x, val_x, settings)
+
+    first = new_model(**SMALL)
+    train(
+        first,
+        train_x,
+        val_x,
+        dataclasses.replace(settings, epochs=1),
+        checkpoint_dir=tmp_path,
+    )
+    assert (tmp_path / CHECKPOINT_NAME).is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [CHECKPOINT_NAME]
+
+    resumed = new_model(seed=123, **SMALL)  # other initial weights: all must come from the file
+    resumed_progress = train(
+        resumed, train_x, val_x, settings, checkpoint_dir=tmp_path, resume=True
+    )
+    assert [r.epoch for r in resumed_progress.history] == [1, 2, 3]
+    assert [(r.train_loss, r.val_loss) for r in resumed_progress.history] == [
+        (r.train_loss, r.val_loss) for r in straight_progress.history
+    ]
+    assert resumed_progress.best_epoch == straight_progress.best_epoch
+    assert same_weights(resumed.state_dict(), straight.state_dict())
+
+
+def test_resume_of_a_finished_run_trains_no_more(digits: torch.Tensor, tmp_path: Path) -> None:
+    settings = TrainSettings(epochs=2, batch_size=32, patience=5)
+    done = new_model(**SMALL)
+    train(done, digits[:64], digits[256:], settings, checkpoint_dir=tmp_path)
+    again = new_model(seed=9, **SMALL)
+    recorder = Recorder(again)
+    progress = train(
+        again,
+        digits[:64],
+        digits[256:],
+        settings,
+        checkpoint_dir=tmp_path,
+        resume=True,
+        listener=recorder,
+    )
+    assert progress.epochs_done == 2
+    assert recorder.starts == []
+    assert same_weights(again.state_dict(), done.state_dict())
+
+
+def test_resume_without_a_checkpoint_starts_from_scratch(
+    digits: torch.Tensor, tmp_path: Path
+) -> None:
+    model = new_model(**SMALL)
+    progress = train(
+        model,
+        digits[:64],
+        digits[256:],
+        TrainSettings(epochs=1, batch_size=32),
+        checkpoint_dir=tmp_path,
+        resume=True,
+    )
+    assert [r.epoch for r in progress.history] == [1]
+    assert (tmp_path / CHECKPOINT_NAME).is_file()
+
+
+def test_without_resume_an_old_checkpoint_is_ignored(digits: torch.Tensor, tmp_path: Path) -> None:
+    (tmp_path / CHECKPOINT_NAME).write_bytes(b"not a checkpoint")
+    model = new_model(**SMALL)
+    progress = train(
+        model,
+        digits[:64],
+        digits[256:],
+        TrainSettings(epochs=1, batch_size=32),
+        checkpoint_dir=tmp_path,
+    )
+    assert progress.epochs_done == 1
+    assert (tmp_path / CHECKPOINT_NAME).read_bytes() != b"not a checkpoint"
+
+
+def test_corrupt_checkpoint_is_a_user_error(digits: torch.Tensor, tmp_path: Path) -> None:
+    (tmp_path / CHECKPOINT_NAME).write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(UserError, match="cannot resume from checkpoint"):
+        train(
+            new_model(**SMALL),
+            digits[:64],
+            digits[256:],
+            TrainSettings(epochs=1),
+            checkpoint_dir=tmp_path,
+            resume=True,
+        )
+
+
+def test_truncated_checkpoint_is_a_user_error(digits: torch.Tensor, tmp_path: Path) -> None:
+    train(
+        new_model(**SMALL),
+        digits[:64],
+        digits[256:],
+        TrainSettings(epochs=1, batch_size=32),
+        checkpoint_dir=tmp_path,
+    )
+    path = tmp_path / CHECKPOINT_NAME
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(UserError, match="cannot resume from checkpoint"):
+        train(
+            new_model(**SMALL),
+            digits[:64],
+            digits[256:],
+            TrainSettings(epochs=2),
+            checkpoint_dir=tmp_path,
+            resume=True,
+        )
+
+
+def test_checkpoint_of_another_architecture_is_a_user_error(
+    digits: torch.Tensor, tmp_path: Path
+) -> None:
+    train(
+        new_model(**SMALL),
+        digits[:64],
+        digits[256:],
+        TrainSettings(epochs=1, batch_size=32),
+        checkpoint_dir=tmp_path,
+    )
+    with pytest.raises(UserError, match="cannot resume from checkpoint"):
+        train(
+            new_model(channels=[8]),
+            digits[:64],
+            digits[256:],
+            TrainSettings(epochs=2),
+            checkpoint_dir=tmp_path,
+            resume=True,
+        )
