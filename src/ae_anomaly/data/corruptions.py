@@ -36,11 +36,18 @@ def resample_rotate(images: torch.Tensor, angles_deg: torch.Tensor, factor: int)
 
 def _resample_chunk(images: torch.Tensor, angles_deg: torch.Tensor, factor: int) -> torch.Tensor:
     large = F.interpolate(images, scale_factor=factor, mode="bilinear", align_corners=False)
-    theta = _rotation_matrices(angles_deg.to(images.dtype))
-    grid = F.affine_grid(theta, list(large.shape), align_corners=False)
-    rotated = F.grid_sample(large, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    turned = angles_deg != 0
+    if bool(turned.any()):
+        # Rotation by 0 is the identity (grid_sample would reproduce the pixels
+        # to within 1e-6), so only turned images pay for the sampling grid.
+        large[turned] = _rotate(large[turned], angles_deg[turned].to(images.dtype))
     # Averaging factor x factor blocks is the area filter that undoes the upsampling.
-    return F.avg_pool2d(rotated, kernel_size=factor).clamp_(0.0, 1.0)
+    return F.avg_pool2d(large, kernel_size=factor).clamp_(0.0, 1.0)
+
+
+def _rotate(images: torch.Tensor, angles_deg: torch.Tensor) -> torch.Tensor:
+    grid = F.affine_grid(_rotation_matrices(angles_deg), list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
 def _rotation_matrices(angles_deg: torch.Tensor) -> torch.Tensor:
