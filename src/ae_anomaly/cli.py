@@ -7,6 +7,7 @@ work. Problems a user can fix end in one sentence and exit status 2.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -20,7 +21,7 @@ from rich.table import Table
 from ae_anomaly import __version__
 from ae_anomaly.config import build_config, leaf_fields, read_yaml
 from ae_anomaly.errors import UserError
-from ae_anomaly.outputs import RunFolder
+from ae_anomaly.outputs import CONFIG_FILE, RunFolder
 from ae_anomaly.progress import RichProgress
 
 EXIT_USER_ERROR = 2
@@ -98,34 +99,32 @@ def run(
     **raw: str | None,
 ) -> None:
     """Train a detector, fit its threshold, evaluate it and write a report."""
-    from ae_anomaly.experiment import CONFIG_FILE, run_experiment
-
-    if resume and out is None:
-        raise UserError("--resume needs --out, the folder of the interrupted run")
-    if resume and config_path is None:
-        # The interrupted run's own config, so that only explicit flags change it.
-        config_path = RunFolder(out).work / CONFIG_FILE  # type: ignore[arg-type]
-        if not config_path.exists():
-            raise UserError(f"there is no interrupted run to resume at {RunFolder(out).work}")  # type: ignore[arg-type]
+    if resume:
+        config_path = _resume_config(out, config_path)
     base = read_yaml(config_path) if config_path else {}
     config = build_config(base, parse_overrides(raw))
     if out is None:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         out = Path("runs") / f"{config.scenario}-{config.data.dataset}-{stamp}"
+    # Imported only now: torch and matplotlib take seconds to load, and a bad
+    # flag or config value should be reported at once.
+    from ae_anomaly.experiment import run_experiment
+
     console = Console(stderr=True, quiet=quiet)
     listener = None if quiet else RichProgress(console)
-    with listener or _nullcontext():
+    with listener or contextlib.nullcontext():
         result = run_experiment(config, out, overwrite=overwrite, resume=resume, listener=listener)
     if not quiet:
         print_summary(Console(), result.metrics, result.folder, result.seconds)
 
 
-class _nullcontext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *args: object) -> None:
-        return None
+def _resume_config(out: Path | None, config_path: Path | None) -> Path:
+    """The config a resumed run starts from: the given file, else the run's own."""
+    if out is None:
+        raise UserError("--resume needs --out, the folder of the interrupted run")
+    folder = RunFolder(out)
+    folder.check(overwrite=False, resume=True)  # says why, if there is nothing to resume
+    return config_path or folder.work / CONFIG_FILE
 
 
 def print_summary(console: Console, metrics: dict[str, Any], folder: Path, seconds: float) -> None:

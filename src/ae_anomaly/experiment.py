@@ -25,11 +25,10 @@ from ae_anomaly.errors import UserError
 from ae_anomaly.evaluation import evaluate
 from ae_anomaly.fileio import write_json, write_text, write_yaml
 from ae_anomaly.models import build_model
-from ae_anomaly.outputs import RunFolder
+from ae_anomaly.outputs import CONFIG_FILE, RunFolder
 from ae_anomaly.report import Examples, write_report
 from ae_anomaly.training import ProgressListener
 
-CONFIG_FILE = "config.yaml"
 CHECKPOINT_DIR = "checkpoint"
 # Fields a resumed run may change: they do not alter what was computed so far.
 RESUMABLE_CHANGES = {("training", "epochs"), ("device",)}
@@ -53,6 +52,8 @@ def run_experiment(
     """Run the experiment ``config`` describes and leave every artefact in ``out``."""
     started = time.perf_counter()
     folder = RunFolder(out)
+    # Everything that can be refused cheaply is refused before the data is read.
+    folder.check(overwrite=overwrite, resume=resume)
     if resume:
         check_resumable(folder, config)
     data = prepare_data(config)
@@ -183,7 +184,19 @@ def scores_csv(test: TestSet, scores: np.ndarray, threshold: float) -> str:
     )
     for i, src, kind, sev, std, ang, label, score, pred in rows:
         writer.writerow(
-            [i, src, kind, f"{sev:g}", f"{std:g}", f"{ang:.2f}", label, f"{score:.6g}", pred]
+            # Scores at full float32 precision, so that predicted == (score > threshold)
+            # holds on the written values too; +0.0 turns a rounded -0.00 into 0.00.
+            [
+                i,
+                src,
+                kind,
+                f"{sev:g}",
+                f"{std:g}",
+                f"{round(ang, 2) + 0.0:.2f}",
+                label,
+                f"{score:.9g}",
+                pred,
+            ]
         )
     return buffer.getvalue()
 

@@ -17,9 +17,10 @@ from pathlib import Path
 from ae_anomaly.errors import UserError
 
 INCOMPLETE_SUFFIX = ".incomplete"
-# A folder holding this file was written by a run; only such folders (or
-# empty ones) may be replaced by --overwrite.
-RUN_MARKER = "config.yaml"
+# Every run writes its resolved config first; a folder holding this file was
+# written by a run, and only such folders (or empty ones) may be replaced by
+# --overwrite.
+CONFIG_FILE = "config.yaml"
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,15 @@ class RunFolder:
 
     def prepare(self, *, overwrite: bool, resume: bool) -> bool:
         """Create or reuse the work folder; return True when resuming an interrupted run."""
+        if self.check(overwrite=overwrite, resume=resume):
+            return True
+        if self.work.exists():  # an interrupted run that --overwrite replaces
+            shutil.rmtree(self.work)
+        self._make_work_folder()
+        return False
+
+    def check(self, *, overwrite: bool, resume: bool) -> bool:
+        """Say whether the run can go ahead, without touching anything; True = resuming."""
         if self.final.exists() and not (overwrite or resume):
             raise UserError(
                 f"output folder {self.final} already exists; pass --overwrite to replace it "
@@ -53,20 +63,17 @@ class RunFolder:
             if self.final.exists():
                 raise UserError(f"the run in {self.final} is already complete; nothing to resume")
             raise UserError(f"there is no interrupted run to resume at {self.work}")
-        if self.work.exists():
-            if not overwrite:
-                raise UserError(
-                    f"an interrupted run is in {self.work}; pass --resume to continue it "
-                    "or --overwrite to start again"
-                )
-            shutil.rmtree(self.work)
-        self._make_work_folder()
+        if self.work.exists() and not overwrite:
+            raise UserError(
+                f"an interrupted run is in {self.work}; pass --resume to continue it "
+                "or --overwrite to start again"
+            )
         return False
 
     def _is_replaceable(self) -> bool:
         if not self.final.is_dir():
             return False
-        return (self.final / RUN_MARKER).is_file() or not any(self.final.iterdir())
+        return (self.final / CONFIG_FILE).is_file() or not any(self.final.iterdir())
 
     def _make_work_folder(self) -> None:
         try:

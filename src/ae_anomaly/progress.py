@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import (
@@ -14,7 +15,8 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from ae_anomaly.training import EpochRecord
+if TYPE_CHECKING:  # importing training would load torch, which the CLI defers
+    from ae_anomaly.training import EpochRecord
 
 
 class RichProgress:
@@ -33,7 +35,8 @@ class RichProgress:
         self._task: TaskID | None = None
 
     def __enter__(self) -> RichProgress:
-        self._progress.start()
+        # The bar starts with the first epoch, so that an error raised while
+        # the data is read is not preceded by an empty progress display.
         return self
 
     def __exit__(
@@ -42,9 +45,12 @@ class RichProgress:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        self._progress.stop()
+        if self._task is not None:  # stopping a bar never started prints a blank line
+            self._progress.stop()
 
     def start_epoch(self, epoch: int, n_batches: int) -> None:
+        if self._task is None:
+            self._progress.start()
         self._task = self._progress.add_task("train", total=n_batches, epoch=epoch, loss="-")
 
     def batch_done(self, running_loss: float) -> None:

@@ -16,6 +16,7 @@ from ae_anomaly.config import CORRUPTION_KINDS, CorruptionConfig, DataConfig
 from ae_anomaly.data.corruptions import add_gaussian_noise, resample_rotate
 from ae_anomaly.data.sources import Dataset
 from ae_anomaly.data.tensors import to_image_tensor
+from ae_anomaly.errors import UserError
 
 # Independent random streams, so that changing one choice (say the validation
 # share) does not reshuffle another (the test corruptions).
@@ -62,6 +63,11 @@ def split_normal(
     rng = np.random.default_rng([seed, _SPLIT_STREAM])
     order = rng.permutation(len(images))[: data.train_limit]
     n_val = max(1, round(len(order) * data.val_fraction))
+    if n_val >= len(order):
+        raise UserError(
+            f"holding out val_fraction {data.val_fraction:g} of {len(order)} training images "
+            "leaves none to train on"
+        )
     tensor = to_image_tensor(images[order])
     return tensor[n_val:], tensor[:n_val]
 
