@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 from ae_anomaly.data import sources
+from ae_anomaly.data.sources import Dataset
 
 
 @pytest.fixture(scope="session")
@@ -38,3 +41,23 @@ def isolated_data_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for var in ("no_proxy", "NO_PROXY"):
         monkeypatch.setenv(var, "127.0.0.1,localhost")
     return cache
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """Run torch single-threaded in the tests, then restore the previous setting.
+
+    The tensors here are small and gain little from threads, while on a CPU shared
+    with other jobs spin-waiting OpenMP threads make training several times slower
+    and its timing erratic.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def mnist(shared_data_dir: Path) -> Dataset:
+    """Real MNIST, loaded once for the whole session."""
+    return sources.load_dataset("mnist", data_dir=shared_data_dir, download=False)

@@ -35,13 +35,13 @@ from click.testing import CliRunner
 from ae_anomaly.cli import cli
 from ae_anomaly.data.sources import (
     DEBIAN_ROOT,
-    ENV_CACHE,
     ENV_DATA,
     TEST_IMAGES,
     TEST_LABELS,
     TRAIN_IMAGES,
     TRAIN_LABELS,
 )
+from tests.helpers import cli_env
 
 BASES = (TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS)
 CLI = [sys.executable, "-m", "ae_anomaly.cli"]
@@ -68,21 +68,6 @@ class Outcome:
         lines = [line for line in self.stderr.splitlines() if line.strip()]
         assert lines, "nothing on stderr"
         return lines[-1].removeprefix("Error: ")
-
-
-def cli_env(data_root: Path, cache: Path) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in (ENV_DATA, ENV_CACHE) and not k.lower().endswith("_proxy")
-    }
-    env[ENV_DATA] = str(data_root)
-    env[ENV_CACHE] = str(cache)
-    for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
-        env[var] = CLOSED_PORT
-    env["COLUMNS"] = "200"
-    env["OMP_NUM_THREADS"] = "1"  # the one case that trains stays quick on a busy CPU
-    return env
 
 
 def run_subprocess(

@@ -2,26 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 
 from ae_anomaly.data import corruptions
 from ae_anomaly.data.corruptions import add_gaussian_noise, resample_rotate
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    """Run torch single-threaded in this module, then restore the previous setting.
-
-    The tensors here are small and gain nothing from threads, while on a CPU shared with
-    other jobs, spin-waiting OpenMP threads make these tests several times slower.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def blob(size: int = 28, sigma: float = 4.0) -> torch.Tensor:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gc
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ import torch
 from sklearn.base import clone
 from sklearn.metrics import roc_auc_score
 
-from ae_anomaly.data.sources import Dataset, load_dataset
+from ae_anomaly.data.sources import Dataset
 from ae_anomaly.detector import (
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -26,24 +25,6 @@ from ae_anomaly.errors import UserError
 
 FIT_SIZE = 2000
 SMALL = {"channels": [4, 8]}  # a narrow network for tests where quality does not matter
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    """Run torch single-threaded in this module, then restore the previous setting.
-
-    The tensors here are small and gain nothing from threads, while on a CPU shared with
-    other jobs, spin-waiting OpenMP threads make these tests several times slower.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def mnist(shared_data_dir: Path) -> Dataset:
-    return load_dataset("mnist", data_dir=shared_data_dir, download=False)
 
 
 @pytest.fixture(scope="module")

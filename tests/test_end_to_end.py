@@ -10,21 +10,18 @@ from __future__ import annotations
 import base64
 import csv
 import json
-import os
 import re
 import shutil
 import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import torch
 from safetensors import safe_open
 
 from ae_anomaly import __version__
@@ -34,6 +31,7 @@ from ae_anomaly.data.sources import ENV_CACHE, ENV_DATA
 from ae_anomaly.detector import AutoencoderDetector
 from ae_anomaly.experiment import prepare_data, run_experiment
 from ae_anomaly.training import CHECKPOINT_NAME, EpochRecord
+from tests.helpers import cli_env
 
 CLI = [sys.executable, "-m", "ae_anomaly.cli", "run"]
 CSV_COLUMNS = [
@@ -64,24 +62,6 @@ TINY_FLAGS = ["--train-limit", "600", "--test-limit", "200", "--epochs", "2", "-
 
 def flag_list(flags: dict[str, str]) -> list[str]:
     return [item for name, value in flags.items() for item in (f"--{name}", value)]
-
-
-def cli_env(data_root: Path, cache: Path) -> dict[str, str]:
-    """The real data, an empty cache, and no network (proxies point at a closed port)."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in (ENV_DATA, ENV_CACHE) and not k.lower().endswith("_proxy")
-    }
-    env[ENV_DATA] = str(data_root)
-    env[ENV_CACHE] = str(cache)
-    for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
-        env[var] = "http://127.0.0.1:9"
-    env["COLUMNS"] = "200"
-    # One thread: on a shared, busy CPU two OpenMP threads spin-wait on each other and
-    # make training many times slower (and its timing erratic).
-    env["OMP_NUM_THREADS"] = "1"
-    return env
 
 
 @dataclass(frozen=True)
@@ -124,15 +104,6 @@ def without_timings(metrics: dict[str, Any]) -> dict[str, Any]:
     for record in clean["training"]["history"]:
         record.pop("seconds", None)
     return clean
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    """The in-process runs use one thread too, like the commands (see ``cli_env``)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 # --- a. one full run through the command ---------------------------------------------------

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -19,29 +16,11 @@ from ae_anomaly.data.scenarios import (
     split_normal,
 )
 from ae_anomaly.data.scenarios import TestSet as CorruptedTestSet  # not a pytest class
-from ae_anomaly.data.sources import Dataset, load_dataset
+from ae_anomaly.data.sources import Dataset
 from ae_anomaly.data.tensors import to_image_tensor
 
 TEST_LIMIT = 200
 TRAIN_LIMIT = 500
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    """Run torch single-threaded in this module, then restore the previous setting.
-
-    The tensors here are small and gain nothing from threads, while on a CPU shared with
-    other jobs, spin-waiting OpenMP threads make these tests several times slower.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def mnist(shared_data_dir: Path) -> Dataset:
-    return load_dataset("mnist", data_dir=shared_data_dir, download=False)
 
 
 def small(**kwargs: object) -> DataConfig:

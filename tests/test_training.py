@@ -30,19 +30,6 @@ SHAPE = (1, 28, 28)
 SMALL = {"channels": [4, 8]}  # a narrow network where the size of the network does not matter
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    """Run torch single-threaded in this module, then restore the previous setting.
-
-    The tensors here are small and gain nothing from threads, while on a CPU shared with
-    other jobs, spin-waiting OpenMP threads make these tests several times slower.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def digits(shared_data_dir: Path) -> torch.Tensor:
     """The first 320 MNIST training digits as float tensors: 256 to train on, 64 to validate."""
