@@ -79,17 +79,33 @@ def parse_overrides(raw: dict[str, str | None]) -> dict[str, Any]:
     return overrides
 
 
+def experiment_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The options every experiment command shares: config file, output folder, verbosity."""
+    options = [
+        click.option(
+            "--config", "config_path", type=click.Path(path_type=Path), help="YAML config file."
+        ),
+        click.option(
+            "--out",
+            type=click.Path(path_type=Path),
+            help="Output folder [default: runs/<command>-<dataset>-<time>].",
+        ),
+        click.option("--overwrite", is_flag=True, help="Replace an existing output folder."),
+        click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return config_options(command)
+
+
+def default_out(kind: str, dataset: str) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{kind}-{dataset}-{stamp}"
+
+
 @cli.command()
-@click.option("--config", "config_path", type=click.Path(path_type=Path), help="YAML config file.")
-@click.option(
-    "--out",
-    type=click.Path(path_type=Path),
-    help="Output folder [default: runs/<scenario>-<dataset>-<time>].",
-)
-@click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
 @click.option("--resume", is_flag=True, help="Continue the interrupted run in --out.")
-@click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
-@config_options
+@experiment_options
 def run(
     config_path: Path | None,
     out: Path | None,
@@ -103,9 +119,7 @@ def run(
         config_path = _resume_config(out, config_path)
     base = read_yaml(config_path) if config_path else {}
     config = build_config(base, parse_overrides(raw))
-    if out is None:
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        out = Path("runs") / f"{config.scenario}-{config.data.dataset}-{stamp}"
+    out = out or default_out(config.scenario, config.data.dataset)
     # Imported only now: torch and matplotlib take seconds to load, and a bad
     # flag or config value should be reported at once.
     from ae_anomaly.experiment import run_experiment
@@ -163,6 +177,72 @@ def print_summary(console: Console, metrics: dict[str, Any], folder: Path, secon
 
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
+
+
+@cli.command()
+@click.option(
+    "--models",
+    "model_list",
+    help="Comma-separated model names (see `ae-anomaly models`) "
+    "[default: fc-small,fc-deep,conv-strided,conv-bn,conv-keras].",
+)
+@experiment_options
+def compare(
+    model_list: str | None,
+    config_path: Path | None,
+    out: Path | None,
+    overwrite: bool,
+    quiet: bool,
+    **raw: str | None,
+) -> None:
+    """Train several architectures on the same data, seed and epoch budget; compare them.
+
+    Every config field applies to all models alike; --model and --model-args
+    are not used (each model keeps its own default arguments).
+    """
+    from ae_anomaly.comparison import DEFAULT_MODELS, compare_models, markdown_tables
+    from ae_anomaly.models import build_model, model_names
+
+    model_list = model_list or ",".join(DEFAULT_MODELS)
+    models = [name.strip() for name in model_list.split(",") if name.strip()]
+    if not models:
+        raise UserError("--models needs at least one model name")
+    unknown = [name for name in models if name not in model_names()]
+    if unknown:
+        build_model(unknown[0], (1, 28, 28))  # raises the usual "unknown model" sentence
+    if len(set(models)) != len(models):
+        raise UserError(f"--models names a model twice: {model_list}")
+    config = build_config(read_yaml(config_path) if config_path else {}, parse_overrides(raw))
+    out = out or default_out("compare", config.data.dataset)
+
+    console = Console(stderr=True, quiet=quiet)
+    listener = None if quiet else RichProgress(console)
+
+    def announce(name: str) -> None:
+        if listener is not None:
+            listener.label = f"{name} "
+
+    with listener or contextlib.nullcontext():
+        rows = compare_models(
+            config, models, out, overwrite=overwrite, listener=listener, on_model=announce
+        )
+    if not quiet:
+        click.echo(markdown_tables(rows))  # plain text: a table to paste, not to wrap
+        click.echo(f"results: {out}")
+
+
+@cli.command()
+def models() -> None:
+    """List the architectures: name, parameters for 28x28 grey images, description."""
+    from ae_anomaly.models import MODELS, build_model, parameter_count
+
+    table = Table()
+    for column in ("model", "parameters", "description"):
+        table.add_column(column, justify="right" if column == "parameters" else "left")
+    for name, entry in MODELS.items():
+        count = parameter_count(build_model(name, (1, 28, 28)))
+        table.add_row(name, f"{count:,}", entry.description)
+    Console().print(table)
 
 
 @cli.command()

@@ -24,7 +24,7 @@ class RichProgress:
 
     def __init__(self, console: Console) -> None:
         self._progress = Progress(
-            TextColumn("epoch {task.fields[epoch]}"),
+            TextColumn("{task.fields[label]}epoch {task.fields[epoch]}"),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("loss {task.fields[loss]}"),
@@ -33,6 +33,7 @@ class RichProgress:
             transient=False,
         )
         self._task: TaskID | None = None
+        self.label = ""  # shown before "epoch", e.g. the model's name in a comparison
 
     def __enter__(self) -> RichProgress:
         # The bar starts with the first epoch, so that an error raised while
@@ -51,7 +52,9 @@ class RichProgress:
     def start_epoch(self, epoch: int, n_batches: int) -> None:
         if self._task is None:
             self._progress.start()
-        self._task = self._progress.add_task("train", total=n_batches, epoch=epoch, loss="-")
+        self._task = self._progress.add_task(
+            "train", total=n_batches, epoch=epoch, loss="-", label=self.label
+        )
 
     def batch_done(self, running_loss: float) -> None:
         if self._task is not None:

@@ -192,7 +192,7 @@ def plot_loss(history: Sequence[dict[str, Any]]) -> bytes:
     ax.set(xlabel="epoch", ylabel="loss", title="Reconstruction loss")
     ax.grid(alpha=0.3)
     ax.legend()
-    return _png(fig)
+    return figure_png(fig)
 
 
 def plot_scores(scores: NDArray[Any], kinds: NDArray[Any], threshold: float) -> bytes:
@@ -223,7 +223,7 @@ def plot_scores(scores: NDArray[Any], kinds: NDArray[Any], threshold: float) -> 
         title="Score distribution per kind",
     )
     ax.legend(fontsize="small")
-    return _png(fig)
+    return figure_png(fig)
 
 
 def plot_roc_pr(scores: NDArray[Any], labels: NDArray[Any], kinds: NDArray[Any]) -> bytes:
@@ -247,7 +247,7 @@ def plot_roc_pr(scores: NDArray[Any], labels: NDArray[Any], kinds: NDArray[Any])
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:  # no curves (one class only): no legend
             ax.legend(fontsize="small", loc=corner)
-    return _png(fig)
+    return figure_png(fig)
 
 
 def plot_confusion(metrics: Metrics) -> bytes:
@@ -272,7 +272,7 @@ def plot_confusion(metrics: Metrics) -> bytes:
     ax.set_xticks([0, 1], [f"predicted\n{n}" for n in names])
     ax.set_yticks([0, 1], [f"true\n{n}" for n in names])
     ax.set_title(f"At threshold {metrics['threshold']:.4g}")
-    return _png(fig)
+    return figure_png(fig)
 
 
 def plot_angle_bands(metrics: Metrics) -> bytes:
@@ -300,7 +300,7 @@ def plot_angle_bands(metrics: Metrics) -> bytes:
         title="Detecting rotations by angle",
     )
     ax.legend(loc="lower right")
-    return _png(fig)
+    return figure_png(fig)
 
 
 def plot_examples(examples: Examples) -> bytes:
@@ -329,7 +329,7 @@ def plot_examples(examples: Examples) -> bytes:
         ax.set_title(heading, fontsize="medium")
     # `shown` is the last panel drawn: an error map, so the bar carries the error scale.
     fig.colorbar(shown, ax=axes[:, 3], shrink=0.8, label="pixel error")
-    return _png(fig)
+    return figure_png(fig)
 
 
 def _roc_line(ax: Axes, name: str, y: NDArray[Any], s: NDArray[Any], color: str) -> None:
@@ -373,7 +373,7 @@ def _kind_colors(kinds: NDArray[Any]) -> dict[str, str]:
     return {kind: f"C{i}" for i, kind in enumerate(order)}
 
 
-def _png(fig: Figure) -> bytes:
+def figure_png(fig: Figure) -> bytes:
     buf = BytesIO()
     fig.savefig(buf, format="png", dpi=100)
     return buf.getvalue()
