@@ -354,3 +354,34 @@ def test_checkpoint_of_another_architecture_is_a_user_error(
             checkpoint_dir=tmp_path,
             resume=True,
         )
+
+
+def test_bce_loss_is_binary_cross_entropy_on_pixels() -> None:
+    target = torch.tensor([[[[0.0, 1.0], [0.5, 0.25]]]])
+    output = torch.tensor([[[[0.1, 0.9], [0.5, 0.5]]]])
+    expected = (
+        -(
+            torch.log(torch.tensor(0.9)) * 2
+            + torch.log(torch.tensor(0.5))
+            + (0.25 * torch.log(torch.tensor(0.5)) + 0.75 * torch.log(torch.tensor(0.5)))
+        )
+        / 4
+    )
+    assert torch.isclose(training.reconstruction_loss(output, target, "bce"), expected)
+
+
+def test_conv_keras_collapses_under_mse_but_learns_with_bce(mnist: object) -> None:
+    """The finding behind the bce option: without batch-norm, conv-keras trained with MSE
+    falls into an all-black output (loss stuck near the mean squared pixel); BCE escapes."""
+    images = to_image_tensor(mnist.train_images[:1536])  # type: ignore[attr-defined]
+    train, val = images[:1280], images[1280:]
+    errors = {}
+    for loss in ("mse", "bce"):
+        torch.manual_seed(0)
+        model = build_model("conv-keras", (1, 28, 28))
+        settings = TrainSettings(epochs=3, batch_size=64, learning_rate=1e-3, loss=loss)
+        training.train(model, train, val, dataclasses.replace(settings, patience=3))
+        errors[loss] = training.evaluate_loss(model, val, dataclasses.replace(settings, loss="mse"))
+    mean_square_pixel = float(val.square().mean())
+    assert errors["mse"] > 0.8 * mean_square_pixel  # about what an all-black output scores
+    assert errors["bce"] < 0.3 * mean_square_pixel

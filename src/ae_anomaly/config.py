@@ -57,7 +57,9 @@ class TrainingConfig(_Section):
     patience: StrictInt = Field(
         2, ge=1, description="stop after this many epochs without a better validation loss"
     )
-    loss: Literal["mse", "mae"] = Field("mse", description="training loss: mse or mae")
+    loss: Literal["mse", "mae", "bce"] = Field(
+        "mse", description="training loss: mse, mae or bce (binary cross-entropy on pixels)"
+    )
 
 
 class DetectorConfig(_Section):

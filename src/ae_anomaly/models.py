@@ -208,6 +208,14 @@ class ConvKeras(Autoencoder):
             nn.Conv2d(32, c, 3, padding=1),
             nn.Sigmoid(),
         )
+        # Keras' initialisation (Glorot-uniform kernels, zero biases). With
+        # PyTorch's default this network can collapse in its first epoch to an
+        # all-black output whose ReLUs never recover.
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.xavier_uniform_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.encoder(x))

@@ -33,7 +33,7 @@ class TrainSettings:
     batch_size: int = 128
     learning_rate: float = 1e-3
     patience: int = 2  # epochs without a better validation loss before stopping
-    loss: str = "mse"  # mse or mae, averaged over pixels and images
+    loss: str = "mse"  # mse, mae or bce, averaged over pixels and images
     seed: int = 0  # shuffling order of every epoch
 
 
@@ -157,7 +157,12 @@ def reconstruction_loss(
         return nn.functional.mse_loss(reconstruction, target)
     if kind == "mae":
         return nn.functional.l1_loss(reconstruction, target)
-    raise ValueError(f"unknown loss {kind!r}; choose mse or mae")
+    if kind == "bce":
+        # Pixels in [0, 1] read as probabilities. Unlike MSE and MAE, its gradient
+        # does not vanish when a sigmoid output saturates, which lets models
+        # without batch-norm (conv-keras) escape an all-black start.
+        return nn.functional.binary_cross_entropy(reconstruction, target)
+    raise ValueError(f"unknown loss {kind!r}; choose mse, mae or bce")
 
 
 def save_checkpoint(
