@@ -103,3 +103,20 @@ def test_parameter_count_counts_every_parameter() -> None:
     from torch import nn
 
     assert parameter_count(nn.Linear(3, 2)) == 8
+
+
+def test_a_failed_comparison_leaves_nothing_behind(
+    shared_data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ae_anomaly import comparison
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(comparison, "_train_and_score", fail)
+    config = build_config(
+        {}, {"data_dir": str(shared_data_dir), "train_limit": 200, "test_limit": 100}
+    )
+    with pytest.raises(KeyboardInterrupt):
+        compare_models(config, ["fc-small"], tmp_path / "out")
+    assert list(tmp_path.iterdir()) == []

@@ -297,3 +297,17 @@ def test_read_yaml_list_instead_of_mapping(tmp_path: Path) -> None:
 def test_read_yaml_folder_instead_of_file(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="cannot read config file"):
         read_yaml(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"mix": {"clean": float("nan"), "noise": 1.0}},
+        {"angle_bands": [0.0, float("nan"), 30.0]},
+        {"threshold": "mean+1e999std"},
+        {"threshold": "fixed:1e999"},
+    ],
+)
+def test_non_finite_numbers_are_refused(overrides: dict[str, object]) -> None:
+    with pytest.raises(UserError, match="finite"):
+        build_config({}, overrides)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ae_anomaly.data import corruptions
-from ae_anomaly.data.corruptions import add_gaussian_noise, resample_rotate
+from ae_anomaly.data.corruptions import add_gaussian_noise, resample
 
 
 def blob(size: int = 28, sigma: float = 4.0) -> torch.Tensor:
@@ -37,13 +37,13 @@ def random_digits(n: int, seed: int = 0) -> torch.Tensor:
     return (torch.rand(n, 1, 28, 28, generator=generator) > 0.8).float()
 
 
-# -- resample_rotate ------------------------------------------------------------------
+# -- resample ------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("factor", [2, 4])
 def test_angle_zero_keeps_shape_and_range_and_stays_close(factor: int) -> None:
     images = torch.cat([blob(), blob(sigma=2.0)])
-    out = resample_rotate(images, torch.zeros(2), factor)
+    out = resample(images, torch.zeros(2), factor)
     assert out.shape == images.shape
     assert out.dtype == images.dtype
     assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
@@ -56,7 +56,7 @@ def test_angle_zero_keeps_shape_and_range_and_stays_close(factor: int) -> None:
 
 def test_angle_zero_smooths_sharp_images() -> None:
     images = random_digits(4)
-    out = resample_rotate(images, torch.zeros(4), 4)
+    out = resample(images, torch.zeros(4), 4)
     assert out.shape == images.shape
     assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
     # an isolated bright pixel loses some of its value to its neighbours
@@ -68,20 +68,20 @@ def test_angle_zero_smooths_sharp_images() -> None:
 
 def test_angle_zero_factor_one_is_the_identity() -> None:
     images = random_digits(3)
-    out = resample_rotate(images, torch.zeros(3), 1)
+    out = resample(images, torch.zeros(3), 1)
     torch.testing.assert_close(out, images, atol=1e-5, rtol=0)
 
 
 def test_input_is_not_modified() -> None:
     images = random_digits(2)
     before = images.clone()
-    resample_rotate(images, torch.tensor([10.0, -10.0]), 4)
+    resample(images, torch.tensor([10.0, -10.0]), 4)
     assert torch.equal(images, before)
 
 
 def test_plus_90_turns_counter_clockwise_factor_one() -> None:
     # a dot at the top middle of a 9x9 image ends at the left middle
-    out = resample_rotate(dot(9, 1, 4), torch.tensor([90.0]), 1)
+    out = resample(dot(9, 1, 4), torch.tensor([90.0]), 1)
     assert out.shape == (1, 1, 9, 9)
     assert divmod(int(out.argmax()), 9) == (4, 1)
     assert float(out[0, 0, 4, 1]) == pytest.approx(1.0, abs=1e-4)
@@ -93,7 +93,7 @@ def test_plus_90_turns_counter_clockwise_factor_one() -> None:
     [(90.0, (4, 1)), (-90.0, (4, 7)), (180.0, (7, 4)), (-180.0, (7, 4)), (0.0, (1, 4))],
 )
 def test_quarter_turns_factor_one(angle: float, where: tuple[int, int]) -> None:
-    out = resample_rotate(dot(9, 1, 4), torch.tensor([angle]), 1)
+    out = resample(dot(9, 1, 4), torch.tensor([angle]), 1)
     assert divmod(int(out.argmax()), 9) == where
 
 
@@ -101,7 +101,7 @@ def test_plus_90_turns_counter_clockwise_factor_four() -> None:
     size = 12
     image = torch.zeros(1, 1, size, size)
     image[0, 0, 1:3, 5:7] = 1.0  # a 2x2 spot at the top, centred left-right
-    out = resample_rotate(image, torch.tensor([90.0]), 4)
+    out = resample(image, torch.tensor([90.0]), 4)
     row, col = centre_of_mass(out)
     centre = (size - 1) / 2
     assert row == pytest.approx(centre, abs=0.1)  # vertically centred
@@ -111,12 +111,12 @@ def test_plus_90_turns_counter_clockwise_factor_four() -> None:
 
 def test_each_image_gets_its_own_angle() -> None:
     images = torch.cat([dot(9, 1, 4), dot(9, 1, 4), dot(9, 1, 4)])
-    out = resample_rotate(images, torch.tensor([90.0, -90.0, 0.0]), 1)
+    out = resample(images, torch.tensor([90.0, -90.0, 0.0]), 1)
     assert [divmod(int(o.argmax()), 9) for o in out] == [(4, 1), (4, 7), (1, 4)]
 
 
 def test_small_rotation_moves_the_top_dot_left() -> None:
-    out = resample_rotate(dot(28, 4, 14), torch.tensor([20.0]), 4)
+    out = resample(dot(28, 4, 14), torch.tensor([20.0]), 4)
     row, col = centre_of_mass(out)
     # rotating (row 4, col 14) by 20 degrees counter-clockwise about (13.5, 13.5)
     assert col == pytest.approx(13.5 - 9.5 * 0.342 + 0.5 * 0.940, abs=0.3)
@@ -125,7 +125,7 @@ def test_small_rotation_moves_the_top_dot_left() -> None:
 
 def test_multi_channel_images_rotate_every_channel_alike() -> None:
     images = random_digits(2).repeat(1, 3, 1, 1)
-    out = resample_rotate(images, torch.tensor([15.0, -25.0]), 4)
+    out = resample(images, torch.tensor([15.0, -25.0]), 4)
     assert out.shape == (2, 3, 28, 28)
     torch.testing.assert_close(out[:, 0], out[:, 1])
     torch.testing.assert_close(out[:, 0], out[:, 2])
@@ -134,21 +134,44 @@ def test_multi_channel_images_rotate_every_channel_alike() -> None:
 def test_chunking_gives_the_same_result_as_one_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
     images = random_digits(10, seed=3)
     angles = torch.linspace(-30, 30, 10)
-    whole = resample_rotate(images, angles, 4)
+    whole = resample(images, angles, 4)
     monkeypatch.setattr(corruptions, "_CHUNK", 3)  # 3 + 3 + 3 + 1
-    chunked = resample_rotate(images, angles, 4)
+    chunked = resample(images, angles, 4)
     assert chunked.shape == whole.shape
     torch.testing.assert_close(chunked, whole, atol=1e-6, rtol=0)
 
 
 def test_empty_batch() -> None:
-    out = resample_rotate(torch.zeros(0, 1, 8, 8), torch.zeros(0), 4)
+    out = resample(torch.zeros(0, 1, 8, 8), torch.zeros(0), 4)
     assert out.shape == (0, 1, 8, 8)
 
 
 def test_one_angle_per_image_is_needed() -> None:
-    with pytest.raises(ValueError, match="one angle per image"):
-        resample_rotate(torch.zeros(3, 1, 8, 8), torch.zeros(2), 4)
+    with pytest.raises(ValueError, match="one angle and one"):
+        resample(torch.zeros(3, 1, 8, 8), torch.zeros(2), 4)
+    with pytest.raises(ValueError, match="one angle and one"):
+        resample(torch.zeros(3, 1, 8, 8), torch.zeros(3), 4, torch.zeros(3, 1))
+
+
+def test_shift_moves_the_content_by_whole_pixels_exactly() -> None:
+    images = torch.zeros(1, 1, 9, 9)
+    images[0, 0, 4, 4] = 1.0
+    out = resample(images, torch.zeros(1), 1, torch.tensor([[2.0, -1.0]]))  # right 2, up 1
+    assert (out[0, 0] > 0.99).nonzero().tolist() == [[3, 6]]
+
+
+def test_sampling_grid_matches_affine_grid() -> None:
+    from ae_anomaly.data.corruptions import _affine_matrices, _warp
+
+    images = torch.rand(3, 1, 12, 12)
+    theta = _affine_matrices(
+        torch.tensor([0.0, 17.0, -30.0]),
+        torch.tensor([[0.3, -0.2], [0.0, 0.0], [-0.5, 0.5]]),
+        images.shape[-2:],
+    )
+    grid = torch.nn.functional.affine_grid(theta, list(images.shape), align_corners=False)
+    expected = torch.nn.functional.grid_sample(images, grid, align_corners=False)
+    torch.testing.assert_close(_warp(images, theta), expected, atol=1e-5, rtol=0)
 
 
 # -- add_gaussian_noise ---------------------------------------------------------------

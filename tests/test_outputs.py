@@ -80,6 +80,7 @@ def test_resume_reuses_the_interrupted_work_folder(tmp_path: Path) -> None:
 def test_overwrite_discards_the_interrupted_run(tmp_path: Path) -> None:
     folder = RunFolder(tmp_path / "run")
     folder.work.mkdir()
+    (folder.work / "config.yaml").write_text("seed: 0\n", encoding="utf-8")
     (folder.work / "checkpoint.safetensors").write_bytes(b"ckpt")
     assert folder.prepare(overwrite=True, resume=False) is False
     assert folder.work.is_dir()
@@ -144,3 +145,11 @@ def test_dot_names_the_current_folder(tmp_path: Path, monkeypatch: pytest.Monkey
     with pytest.raises(UserError, match="refusing to overwrite"):
         folder.prepare(overwrite=True, resume=False)
     assert (tmp_path / "notes.txt").exists()
+
+
+def test_overwrite_refuses_an_incomplete_path_that_is_not_a_run(tmp_path: Path) -> None:
+    folder = RunFolder(tmp_path / "run")
+    folder.work.write_text("a file of the user's", encoding="utf-8")
+    with pytest.raises(UserError, match="not an interrupted run"):
+        folder.check(overwrite=True, resume=False)
+    assert folder.work.read_text(encoding="utf-8") == "a file of the user's"

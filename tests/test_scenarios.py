@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ae_anomaly.config import CORRUPTION_KINDS, CorruptionConfig, DataConfig
-from ae_anomaly.data.corruptions import resample_rotate
+from ae_anomaly.data.corruptions import MAX_SUBPIXEL_SHIFT, random_shifts, resample
 from ae_anomaly.data.scenarios import (
     ScenarioData,
     _assign_kinds,
@@ -134,16 +134,20 @@ def test_test_images_are_what_their_metadata_says(scenario: ScenarioData, mnist:
     originals = to_image_tensor(mnist.test_images[test.source_index])
     # clean and rotation-only digits are exactly the resampled original at their angle
     plain = np.isin(test.kinds, ["clean", "rotation"])
-    expected = resample_rotate(
-        originals[plain], torch.from_numpy(test.angle[plain]).float(), factor
+    shifts = torch.from_numpy(test.shift[plain])
+    expected = resample(
+        originals[plain], torch.from_numpy(test.angle[plain]).float(), factor, shifts
     )
+    assert np.all(np.abs(test.shift) <= MAX_SUBPIXEL_SHIFT) and np.any(test.shift != 0)
     torch.testing.assert_close(test.images[plain], expected, atol=1e-6, rtol=0)
     # clean digits went through the resampling too (they are smoothed, not raw)
     clean = test.kinds == "clean"
     assert not torch.equal(test.images[clean], originals[clean])
     # noisy digits differ from their noise-free resampled version by about their std
     noisy = test.kinds == "noise"
-    denoised = resample_rotate(originals[noisy], torch.zeros(int(noisy.sum())), factor)
+    denoised = resample(
+        originals[noisy], torch.zeros(int(noisy.sum())), factor, torch.from_numpy(test.shift[noisy])
+    )
     spread = (test.images[noisy] - denoised).flatten(1).std(dim=1).numpy()
     assert np.all(spread > 0.3 * test.noise_std[noisy])
     assert np.all(spread < 1.1 * test.noise_std[noisy])
@@ -197,7 +201,10 @@ def test_train_and_val_go_through_the_same_resampling(
 ) -> None:
     raw_train, raw_val = split_normal(mnist.train_images, small(), seed=0)
     factor = CorruptionConfig().resample_factor
-    expected = resample_rotate(raw_val, torch.zeros(len(raw_val)), factor)
+    generator = torch.Generator().manual_seed(0)
+    random_shifts(len(raw_train), generator)  # the training digits' shifts come first
+    val_shifts = random_shifts(len(raw_val), generator)
+    expected = resample(raw_val, torch.zeros(len(raw_val)), factor, val_shifts)
     torch.testing.assert_close(scenario.val, expected, atol=1e-6, rtol=0)
     assert not torch.equal(scenario.train, raw_train)
 

@@ -203,7 +203,7 @@ def compare(
     from ae_anomaly.comparison import DEFAULT_MODELS, compare_models, markdown_tables
     from ae_anomaly.models import build_model, model_names
 
-    model_list = model_list or ",".join(DEFAULT_MODELS)
+    model_list = ",".join(DEFAULT_MODELS) if model_list is None else model_list
     models = [name.strip() for name in model_list.split(",") if name.strip()]
     if not models:
         raise UserError("--models needs at least one model name")

@@ -80,22 +80,38 @@ def compare_models(
     for name in models:  # every model must fit the data before any training starts
         build_model(name, shape)
     folder.prepare(overwrite=overwrite, resume=False)
-    write_yaml(folder.work / CONFIG_FILE, {**config.to_dict(), "models": models})
+    try:
+        rows = _run_all(config, models, data, folder.work, listener, on_model)
+    except BaseException:
+        folder.discard()  # a comparison cannot be resumed: leave nothing half-written
+        raise
+    folder.finish()
+    return rows
+
+
+def _run_all(
+    config: RunConfig,
+    models: list[str],
+    data: ScenarioData,
+    work: Path,
+    listener: ProgressListener | None,
+    on_model: Callable[[str], None] | None,
+) -> list[dict[str, Any]]:
+    write_yaml(work / CONFIG_FILE, {**config.to_dict(), "models": models})
     examples = _example_indices(data.test)
     results = []
     for name in models:
         if on_model is not None:
             on_model(name)
-        results.append(_train_and_score(config, name, data, examples, folder.work, listener))
+        results.append(_train_and_score(config, name, data, examples, work, listener))
     rows = [r.row() for r in results]
-    write_json(folder.work / "comparison.json", {"models": rows})
-    write_text(folder.work / "comparison.md", markdown_tables(rows))
+    write_json(work / "comparison.json", {"models": rows})
+    write_text(work / "comparison.md", markdown_tables(rows))
     write_bytes(
-        folder.work / "plots" / "reconstructions.png",
+        work / "plots" / "reconstructions.png",
         plot_reconstructions(data.test, examples, results),
     )
-    write_bytes(folder.work / "plots" / "auroc_vs_noise.png", plot_auroc_vs_noise(rows))
-    folder.finish()
+    write_bytes(work / "plots" / "auroc_vs_noise.png", plot_auroc_vs_noise(rows))
     return rows
 
 

@@ -8,6 +8,7 @@ command-line flag (``training.epochs`` is ``--epochs``).
 from __future__ import annotations
 
 import itertools
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -103,7 +104,7 @@ class CorruptionConfig(_Section):
         description="edges of the |angle| bands that rotation AUROC is reported for",
     )
     resample_factor: StrictInt = Field(
-        4,
+        2,
         ge=1,
         le=8,
         description="upsampling factor of the resampling every digit goes through (fair rotation)",
@@ -117,8 +118,8 @@ class CorruptionConfig(_Section):
             raise ValueError(
                 f"unknown kind {unknown[0]!r}; kinds are {', '.join(CORRUPTION_KINDS)}"
             )
-        if any(share < 0 for share in mix.values()):
-            raise ValueError("shares must not be negative")
+        if any(not math.isfinite(share) or share < 0 for share in mix.values()):
+            raise ValueError("shares must be finite and not negative")
         if abs(sum(mix.values()) - 1.0) > 1e-6:
             raise ValueError(f"shares must add up to 1, they add up to {sum(mix.values()):g}")
         if mix.get("clean", 0) == 0 or sum(v for k, v in mix.items() if k != "clean") == 0:
@@ -135,8 +136,12 @@ class CorruptionConfig(_Section):
     @field_validator("angle_bands")
     @classmethod
     def _valid_bands(cls, edges: list[float]) -> list[float]:
-        if edges[0] < 0 or any(b <= a for a, b in itertools.pairwise(edges)):
-            raise ValueError("band edges must be non-negative and increasing")
+        if (
+            not all(math.isfinite(edge) for edge in edges)
+            or edges[0] < 0
+            or any(b <= a for a, b in itertools.pairwise(edges))
+        ):
+            raise ValueError("band edges must be finite, non-negative and increasing")
         return edges
 
 

@@ -70,7 +70,7 @@ def run_experiment(
     except BaseException:
         # Without a checkpoint there is nothing to resume: leave no folder behind.
         if not checkpoint_dir.exists():
-            shutil.rmtree(folder.work, ignore_errors=True)
+            folder.discard()
         raise
     metrics = write_artefacts(folder.work, config, data.test, detector)
     metrics["seconds"] = time.perf_counter() - started

@@ -23,6 +23,13 @@ INCOMPLETE_SUFFIX = ".incomplete"
 CONFIG_FILE = "config.yaml"
 
 
+def _is_run_folder(path: Path) -> bool:
+    """True for an empty folder or one holding a run's config: safe to replace."""
+    if not path.is_dir():
+        return False
+    return (path / CONFIG_FILE).is_file() or not any(path.iterdir())
+
+
 @dataclass(frozen=True)
 class RunFolder:
     final: Path
@@ -63,6 +70,10 @@ class RunFolder:
             if self.final.exists():
                 raise UserError(f"the run in {self.final} is already complete; nothing to resume")
             raise UserError(f"there is no interrupted run to resume at {self.work}")
+        if self.work.exists() and overwrite and not _is_run_folder(self.work):
+            raise UserError(
+                f"refusing to overwrite {self.work}: it is not an interrupted run's folder"
+            )
         if self.work.exists() and not overwrite:
             raise UserError(
                 f"an interrupted run is in {self.work}; pass --resume to continue it "
@@ -71,9 +82,11 @@ class RunFolder:
         return False
 
     def _is_replaceable(self) -> bool:
-        if not self.final.is_dir():
-            return False
-        return (self.final / CONFIG_FILE).is_file() or not any(self.final.iterdir())
+        return _is_run_folder(self.final)
+
+    def discard(self) -> None:
+        """Remove the work folder of a run that failed before it could be resumed."""
+        shutil.rmtree(self.work, ignore_errors=True)
 
     def _make_work_folder(self) -> None:
         try:

@@ -7,6 +7,7 @@ fitted on scores of *normal* images the detector did not train on.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -65,6 +66,8 @@ def parse_threshold(spec: str) -> ThresholdRule:
         match = pattern.fullmatch(text)
         if match:
             value = float(match.group(1))
+            if not math.isfinite(value):
+                raise UserError(f"threshold '{spec}': the number must be finite")
             if rule is Percentile and not 0 < value < 100:
                 raise UserError(f"threshold '{spec}': the percentile must lie between 0 and 100")
             return rule(value)

@@ -207,13 +207,13 @@ def load_checkpoint(
         model.load_state_dict(_with_prefix(tensors, "model."))
         optimizer.load_state_dict(_optimizer_state(tensors, metadata))
         raw = json.loads(metadata["progress"])
-    except (SafetensorError, OSError, KeyError, ValueError, RuntimeError) as exc:
+        progress = TrainProgress(
+            history=[EpochRecord(**r) for r in raw["history"]],
+            best_epoch=raw["best_epoch"],
+            best_val_loss=raw["best_val_loss"],
+        )
+    except (SafetensorError, OSError, KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise UserError(f"cannot resume from checkpoint {path}: {exc}") from None
-    progress = TrainProgress(
-        history=[EpochRecord(**r) for r in raw["history"]],
-        best_epoch=raw["best_epoch"],
-        best_val_loss=raw["best_val_loss"],
-    )
     return progress, _with_prefix(tensors, "best.")
 
 

@@ -460,3 +460,13 @@ def test_bad_mirror_file_is_never_stored(
         download_dataset("mnist", [f"{mirror}/{folder}/"])
     stored = list((isolated_data_env / "mnist").glob("*"))
     assert stored == []  # neither under the final name nor as a leftover temporary file
+
+
+def test_download_into_an_unwritable_cache_is_a_clear_error(
+    mirror: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder", encoding="utf-8")
+    monkeypatch.setenv(sources.ENV_CACHE, str(blocker / "cache"))
+    with pytest.raises(UserError, match=r"cannot write .* into the download cache"):
+        download_dataset("mnist", [f"{mirror}/good"])

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ae_anomaly.config import CORRUPTION_KINDS, CorruptionConfig, DataConfig
-from ae_anomaly.data.corruptions import add_gaussian_noise, resample_rotate
+from ae_anomaly.data.corruptions import add_gaussian_noise, random_shifts, resample
 from ae_anomaly.data.sources import Dataset
 from ae_anomaly.data.tensors import to_image_tensor
 from ae_anomaly.errors import UserError
@@ -32,6 +32,7 @@ class TestSet:
     kinds: np.ndarray  # (N,) str: clean, noise, rotation, noise+rotation
     noise_std: np.ndarray  # (N,) float, 0 where no noise was added
     angle: np.ndarray  # (N,) float degrees, 0 where not rotated
+    shift: np.ndarray  # (N, 2) sub-pixel shift (x, y) every digit got, see corruptions
     source_index: np.ndarray  # (N,) index into the dataset's test split
 
 
@@ -47,11 +48,16 @@ def corruptions_scenario(
 ) -> ScenarioData:
     """Build the train / validation / test split of the corruptions scenario."""
     train, val = split_normal(dataset.train_images, data, seed)
-    factor = corruptions.resample_factor
-    # Training and validation digits take the same resampling path (angle 0)
-    # as every test digit, so no split is smoother than another.
-    train = resample_rotate(train, torch.zeros(len(train)), factor)
-    val = resample_rotate(val, torch.zeros(len(val)), factor)
+    # Training and validation digits take the same resampling path (angle 0,
+    # a random sub-pixel shift) as every test digit, so no split is smoother
+    # than another.
+    generator = torch.Generator().manual_seed(seed)  # train shifts first, then val
+    train, val = (
+        resample(
+            x, torch.zeros(len(x)), corruptions.resample_factor, random_shifts(len(x), generator)
+        )
+        for x in (train, val)
+    )
     test = corrupted_test_set(dataset.test_images, data.test_limit, corruptions, seed)
     return ScenarioData(train=train, val=val, test=test)
 
@@ -86,10 +92,11 @@ def corrupted_test_set(
     angles = np.where(rotated, angles, 0.0)
 
     clean = to_image_tensor(images[order])
-    resampled = resample_rotate(
-        clean, torch.from_numpy(angles).float(), corruptions.resample_factor
-    )
     generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
+    shifts = random_shifts(len(order), generator)
+    resampled = resample(
+        clean, torch.from_numpy(angles).float(), corruptions.resample_factor, shifts
+    )
     corrupted = add_gaussian_noise(resampled, torch.from_numpy(noise_std).float(), generator)
     return TestSet(
         images=corrupted,
@@ -97,6 +104,7 @@ def corrupted_test_set(
         kinds=kinds,
         noise_std=noise_std,
         angle=angles,
+        shift=shifts.numpy(),
         source_index=order,
     )
 

@@ -437,7 +437,13 @@ def _download_file(
             continue
         # Mirrors serve .gz, but a server may hand out the file already decompressed.
         target = folder / (f"{fs.base}.gz" if payload.startswith(idx.GZIP_MAGIC) else fs.base)
-        write_bytes(target, payload)
+        try:
+            write_bytes(target, payload)
+        except OSError as exc:
+            raise UserError(
+                f"cannot write {target} into the download cache: {exc.strerror or exc}; "
+                f"set {ENV_CACHE} to a writable folder"
+            ) from None
         return
     raise UserError(f"could not download {spec.name}: tried {', '.join(failures)}")
 
