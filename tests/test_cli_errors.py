@@ -585,6 +585,7 @@ def test_overwrite_replaces_existing_and_interrupted_runs(good: Sandbox) -> None
     (good.out / "config.yaml").write_text("seed: 0\n")  # what marks it as an earlier run
     (good.out / "stale.txt").write_text("old run\n")
     (good.runs / "out.incomplete").mkdir()
+    (good.runs / "out.incomplete" / "config.yaml").write_text("seed: 0\n")
     (good.runs / "out.incomplete" / "stale.txt").write_text("old interrupted run\n")
     outcome = good.run("--out", str(good.out), "--overwrite", "--quiet", "--epochs", "1")
     assert outcome.returncode == 0, outcome.stderr
@@ -630,3 +631,12 @@ def test_unknown_flag_is_a_usage_error(good: Sandbox) -> None:
     assert outcome.message.startswith("No such option"), outcome.message
     assert "--epochs" in outcome.message  # click suggests the right spelling
     good.assert_nothing_left()
+
+
+def test_overwrite_refuses_an_incomplete_folder_that_is_not_a_run(good: Sandbox) -> None:
+    (good.runs / "out.incomplete").mkdir()
+    (good.runs / "out.incomplete" / "notes.txt").write_text("mine\n")
+    before = snapshot(good.runs)
+    outcome = good.run("--out", str(good.out), "--overwrite")
+    assert_one_sentence(outcome, "refusing to overwrite", "out.incomplete")
+    assert snapshot(good.runs) == before

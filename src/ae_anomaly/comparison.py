@@ -20,8 +20,8 @@ from matplotlib.figure import Figure
 from ae_anomaly.config import RunConfig
 from ae_anomaly.data.scenarios import ScenarioData, TestSet
 from ae_anomaly.detector import detector_from_config
-from ae_anomaly.evaluation import evaluate
-from ae_anomaly.experiment import prepare_data
+from ae_anomaly.evaluation import format_number
+from ae_anomaly.experiment import prepare_data, score_test_set
 from ae_anomaly.fileio import write_bytes, write_json, write_text, write_yaml
 from ae_anomaly.models import build_model, parameter_count
 from ae_anomaly.outputs import CONFIG_FILE, RunFolder
@@ -128,16 +128,7 @@ def _train_and_score(
     detector = detector_from_config(model_config).fit(data.train, data.val, listener=listener)
     seconds = time.perf_counter() - started
     test = data.test
-    scores = detector.score_samples(test.images)
-    metrics = evaluate(
-        scores,
-        test.labels,
-        test.kinds,
-        test.noise_std,
-        test.angle,
-        detector.threshold_,
-        angle_bands=config.corruptions.angle_bands,
-    )
+    _, metrics = score_test_set(detector, test, config.corruptions.angle_bands)
     detector.save(folder / "models" / name)
     reconstructions, _ = detector.reconstruct(test.images[examples])
     return ModelResult(
@@ -172,8 +163,8 @@ def markdown_tables(rows: list[dict[str, Any]]) -> str:
     for row in rows:
         cells = [row["model"], f"{row['parameters']:,}", f"{row['train_seconds']:.0f}"]
         cells.append(str(row["epochs_run"]))
-        cells += [_fmt(row["mean_error"][k], 5) for k in kinds]
-        cells += [_fmt(row["auroc"][k], 4) for k in corrupted]
+        cells += [format_number(row["mean_error"][k], 5) for k in kinds]
+        cells += [format_number(row["auroc"][k], 4) for k in corrupted]
         lines.append(_md_row(cells))
     stds = list(rows[0]["auroc_by_noise_std"])
     head = ["model"] + [f"noise {s}: mean err / AUROC" for s in stds]
@@ -181,17 +172,13 @@ def markdown_tables(rows: list[dict[str, Any]]) -> str:
     for row in rows:
         errors, aurocs = row["mean_error_by_noise_std"], row["auroc_by_noise_std"]
         cells = [row["model"]]
-        cells += [f"{_fmt(errors[s], 5)} / {_fmt(aurocs[s], 4)}" for s in stds]
+        cells += [f"{format_number(errors[s], 5)} / {format_number(aurocs[s], 4)}" for s in stds]
         lines.append(_md_row(cells))
     return "\n".join(lines) + "\n"
 
 
 def _md_row(cells: list[str]) -> str:
     return "| " + " | ".join(cells) + " |"
-
-
-def _fmt(value: float | None, digits: int) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
 
 
 # -- figures -----------------------------------------------------------------------------------
@@ -209,19 +196,10 @@ def plot_reconstructions(test: TestSet, examples: np.ndarray, results: list[Mode
             ax.imshow(panel, cmap="gray", vmin=0, vmax=1)
             ax.set_xticks([])
             ax.set_yticks([])
-        axes[row, 0].set_ylabel(_example_label(test, int(index)), fontsize="small")
+        axes[row, 0].set_ylabel(test.describe(int(index), sep="\n"), fontsize="small")
     for ax, title in zip(axes[0], ["input", *(r.model for r in results)], strict=True):
         ax.set_title(title, fontsize="small")
     return figure_png(fig)
-
-
-def _example_label(test: TestSet, index: int) -> str:
-    label = str(test.kinds[index])
-    if test.noise_std[index] > 0:
-        label += f"\nstd {test.noise_std[index]:g}"
-    if test.angle[index] != 0:
-        label += f"\n{test.angle[index]:+.0f} deg"
-    return label
 
 
 def plot_auroc_vs_noise(rows: list[dict[str, Any]]) -> bytes:

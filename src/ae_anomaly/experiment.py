@@ -110,21 +110,29 @@ def _flatten(tree: dict[str, Any], prefix: tuple[str, ...] = ()) -> dict[tuple[s
     return flat
 
 
-def write_artefacts(
-    folder: Path, config: RunConfig, test: TestSet, detector: AutoencoderDetector
-) -> dict[str, Any]:
-    """Score the test set; write the detector, scores.csv and the report; return the metrics."""
+def score_test_set(
+    detector: AutoencoderDetector, test: TestSet, angle_bands: list[float]
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Per-image scores of the test set and the metrics at the detector's threshold."""
     scores = detector.score_samples(test.images)
-    threshold = float(detector.threshold_)
     metrics = evaluate(
         scores,
         test.labels,
         test.kinds,
         test.noise_std,
         test.angle,
-        threshold,
-        angle_bands=config.corruptions.angle_bands,
+        float(detector.threshold_),
+        angle_bands=angle_bands,
     )
+    return scores, metrics
+
+
+def write_artefacts(
+    folder: Path, config: RunConfig, test: TestSet, detector: AutoencoderDetector
+) -> dict[str, Any]:
+    """Score the test set; write the detector, scores.csv and the report; return the metrics."""
+    scores, metrics = score_test_set(detector, test, config.corruptions.angle_bands)
+    threshold = float(detector.threshold_)
     metrics["threshold_rule"] = config.detector.threshold
     metrics["training"] = {
         "epochs_run": len(detector.history_),
@@ -208,14 +216,5 @@ def most_anomalous(
     top = np.argsort(-scores, kind="stable")[:k]
     images = test.images[top]
     reconstructions, errors = detector.reconstruct(images)
-    captions = [_caption(test, int(i), float(scores[i])) for i in top]
+    captions = [f"#{i} {test.describe(int(i))}, score {scores[i]:.4f}" for i in top]
     return Examples(images.numpy(), reconstructions, errors, captions)
-
-
-def _caption(test: TestSet, index: int, score: float) -> str:
-    parts = [str(test.kinds[index])]
-    if test.noise_std[index] > 0:
-        parts.append(f"std {test.noise_std[index]:g}")
-    if test.angle[index] != 0:
-        parts.append(f"{test.angle[index]:+.0f} deg")
-    return f"#{index} {', '.join(parts)}, score {score:.4f}"

@@ -35,6 +35,15 @@ class TestSet:
     shift: np.ndarray  # (N, 2) sub-pixel shift (x, y) every digit got, see corruptions
     source_index: np.ndarray  # (N,) index into the dataset's test split
 
+    def describe(self, index: int, sep: str = ", ") -> str:
+        """What was done to image ``index``, e.g. "noise+rotation, std 0.2, +17 deg"."""
+        parts = [str(self.kinds[index])]
+        if self.noise_std[index] > 0:
+            parts.append(f"std {self.noise_std[index]:g}")
+        if self.angle[index] != 0:
+            parts.append(f"{self.angle[index]:+.0f} deg")
+        return sep.join(parts)
+
 
 @dataclass(frozen=True)
 class ScenarioData:
