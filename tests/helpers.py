@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from ae_anomaly.data.sources import ENV_CACHE, ENV_DATA
 
+# The command as a user's shell runs it (same as the ``ae-anomaly`` script).
+CLI = [sys.executable, "-m", "ae_anomaly.cli"]
 # A port nothing listens on: a download attempt fails at once instead of waiting.
 CLOSED_PORT = "http://127.0.0.1:9"
 
@@ -27,3 +33,41 @@ def cli_env(data_root: Path, cache: Path) -> dict[str, str]:
     # make training many times slower (and its timing erratic).
     env["OMP_NUM_THREADS"] = "1"
     return env
+
+
+@dataclass(frozen=True)
+class Outcome:
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+    @property
+    def message(self) -> str:
+        """The error sentence without click's "Error: " prefix."""
+        lines = [line for line in self.stderr.splitlines() if line.strip()]
+        assert lines, "nothing on stderr"
+        return lines[-1].removeprefix("Error: ")
+
+
+def run_subprocess(
+    args: list[str], env: dict[str, str], cwd: Path, timeout: float = 300
+) -> Outcome:
+    """Run ``ae-anomaly ARGS`` in a real process."""
+    started = time.perf_counter()
+    proc = subprocess.run(
+        [*CLI, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
+    return Outcome(proc.returncode, proc.stdout, proc.stderr, time.perf_counter() - started)
+
+
+def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file below ``folder`` (relative path -> content, mtime); folders as b"<dir>"."""
+    if not folder.exists():
+        return {}
+    state: dict[str, tuple[bytes, int]] = {}
+    for path in sorted(folder.rglob("*")):
+        rel = str(path.relative_to(folder))
+        content = b"<dir>" if path.is_dir() else path.read_bytes()
+        state[rel] = (content, path.stat().st_mtime_ns)
+    return state

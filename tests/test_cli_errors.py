@@ -19,8 +19,6 @@ import gzip
 import os
 import shutil
 import struct
-import subprocess
-import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -41,10 +39,9 @@ from ae_anomaly.data.sources import (
     TRAIN_IMAGES,
     TRAIN_LABELS,
 )
-from tests.helpers import cli_env
+from tests.helpers import Outcome, cli_env, run_subprocess, snapshot
 
 BASES = (TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS)
-CLI = [sys.executable, "-m", "ae_anomaly.cli"]
 # Small enough that nothing before training takes long; training itself must not start.
 QUICK = ["--train-limit", "100", "--test-limit", "100"]
 CLOSED_PORT = "http://127.0.0.1:9"
@@ -53,32 +50,6 @@ LABELS_GZ = f"{TEST_LABELS}.gz"
 
 
 # --- running the command ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Outcome:
-    returncode: int
-    stdout: str
-    stderr: str
-    seconds: float
-
-    @property
-    def message(self) -> str:
-        """The error sentence without click's "Error: " prefix."""
-        lines = [line for line in self.stderr.splitlines() if line.strip()]
-        assert lines, "nothing on stderr"
-        return lines[-1].removeprefix("Error: ")
-
-
-def run_subprocess(
-    args: list[str], *, env: dict[str, str], cwd: Path, timeout: float = 120
-) -> Outcome:
-    """The command as a user's shell runs it."""
-    started = time.perf_counter()
-    proc = subprocess.run(
-        [*CLI, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout
-    )
-    return Outcome(proc.returncode, proc.stdout, proc.stderr, time.perf_counter() - started)
 
 
 @contextlib.contextmanager
@@ -120,18 +91,6 @@ def assert_one_sentence(outcome: Outcome, *fragments: str) -> None:
     assert outcome.stdout.strip() == "", outcome.stdout
     for fragment in fragments:
         assert fragment.lower() in outcome.message.lower(), outcome.message
-
-
-def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
-    """Every file below ``folder`` (relative path -> content, mtime); folders as b"<dir>"."""
-    if not folder.exists():
-        return {}
-    state: dict[str, tuple[bytes, int]] = {}
-    for path in sorted(folder.rglob("*")):
-        rel = str(path.relative_to(folder))
-        content = b"<dir>" if path.is_dir() else path.read_bytes()
-        state[rel] = (content, path.stat().st_mtime_ns)
-    return state
 
 
 # --- data ---------------------------------------------------------------------------------

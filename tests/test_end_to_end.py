@@ -12,9 +12,6 @@ import csv
 import json
 import re
 import shutil
-import subprocess
-import sys
-import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,9 +28,8 @@ from ae_anomaly.data.sources import ENV_CACHE, ENV_DATA
 from ae_anomaly.detector import AutoencoderDetector
 from ae_anomaly.experiment import prepare_data, run_experiment
 from ae_anomaly.training import CHECKPOINT_NAME, EpochRecord
-from tests.helpers import cli_env
+from tests.helpers import Outcome, cli_env, run_subprocess, snapshot
 
-CLI = [sys.executable, "-m", "ae_anomaly.cli", "run"]
 CSV_COLUMNS = [
     "index",
     "source_index",
@@ -64,37 +60,11 @@ def flag_list(flags: dict[str, str]) -> list[str]:
     return [item for name, value in flags.items() for item in (f"--{name}", value)]
 
 
-@dataclass(frozen=True)
-class Outcome:
-    returncode: int
-    stdout: str
-    stderr: str
-    seconds: float
-
-
-def run_cli(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 300) -> Outcome:
-    started = time.perf_counter()
-    proc = subprocess.run(
-        [*CLI, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout
-    )
-    return Outcome(proc.returncode, proc.stdout, proc.stderr, time.perf_counter() - started)
-
-
 def read_scores(path: Path) -> list[dict[str, str]]:
     with path.open(newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
         assert reader.fieldnames == CSV_COLUMNS
         return list(reader)
-
-
-def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
-    return {
-        str(p.relative_to(folder)): (
-            b"<dir>" if p.is_dir() else p.read_bytes(),
-            p.stat().st_mtime_ns,
-        )
-        for p in sorted(folder.rglob("*"))
-    }
 
 
 def without_timings(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -124,7 +94,7 @@ def main_run(tmp_path_factory: pytest.TempPathFactory, shared_data_dir: Path) ->
     cwd.mkdir()
     env = cli_env(shared_data_dir, root / "cache")
     out = root / "run"
-    outcome = run_cli(["--out", str(out), *flag_list(MAIN_FLAGS)], env, cwd)
+    outcome = run_subprocess(["run", "--out", str(out), *flag_list(MAIN_FLAGS)], env, cwd)
     assert outcome.returncode == 0, outcome.stderr[-3000:]
     return MainRun(out, outcome, env, cwd)
 
@@ -292,7 +262,7 @@ def test_e2e_same_command_twice_gives_identical_scores(
     runs = []
     for name in ("a", "b"):
         out = tmp_path / name
-        outcome = run_cli(["--out", str(out), "--quiet", *TINY_FLAGS], env, tmp_path)
+        outcome = run_subprocess(["run", "--out", str(out), "--quiet", *TINY_FLAGS], env, tmp_path)
         assert outcome.returncode == 0, outcome.stderr[-3000:]
         assert outcome.stdout == "", "--quiet printed on stdout"
         assert outcome.stderr == "", "--quiet printed on stderr"
@@ -306,8 +276,8 @@ def test_e2e_same_command_twice_gives_identical_scores(
 
     # Feeding config.yaml back through --config reproduces the run.
     c = tmp_path / "c"
-    outcome = run_cli(
-        ["--config", str(a / "config.yaml"), "--out", str(c), "--quiet"], env, tmp_path
+    outcome = run_subprocess(
+        ["run", "--config", str(a / "config.yaml"), "--out", str(c), "--quiet"], env, tmp_path
     )
     assert outcome.returncode == 0, outcome.stderr[-3000:]
     assert (c / "config.yaml").read_bytes() == (a / "config.yaml").read_bytes()
@@ -398,7 +368,7 @@ def test_e2e_resume_ends_with_the_scores_of_an_uninterrupted_run(
 ) -> None:
     out = copy_interrupted(interrupted, tmp_path)
     env = cli_env(shared_data_dir, tmp_path / "cache")
-    outcome = run_cli(["--resume", "--out", str(out), "--quiet"], env, tmp_path)
+    outcome = run_subprocess(["run", "--resume", "--out", str(out), "--quiet"], env, tmp_path)
     assert outcome.returncode == 0, outcome.stderr[-3000:]
     assert outcome.stdout == ""
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
@@ -418,7 +388,7 @@ def test_e2e_resume_with_a_changed_config_is_refused(
     out = copy_interrupted(interrupted, tmp_path)
     before = snapshot(tmp_path)
     env = cli_env(shared_data_dir, tmp_path / "cache")
-    outcome = run_cli(["--resume", "--out", str(out), "--seed", "1"], env, tmp_path)
+    outcome = run_subprocess(["run", "--resume", "--out", str(out), "--seed", "1"], env, tmp_path)
     assert outcome.returncode == 2, outcome.stdout + outcome.stderr
     assert "Traceback" not in outcome.stderr
     lines = [line for line in outcome.stderr.splitlines() if line.strip()]
