@@ -17,6 +17,11 @@ def select_device(name: str = "auto") -> torch.device:
         return torch.device("cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"device '{name}' was asked for, but CUDA is not available here")
+    if name.startswith("cuda:") and int(name.split(":")[1]) >= torch.cuda.device_count():
+        raise UserError(
+            f"device '{name}' was asked for, but this machine has "
+            f"{torch.cuda.device_count()} CUDA device(s)"
+        )
     if name == "mps" and not torch.backends.mps.is_available():
         raise UserError("device 'mps' was asked for, but Apple MPS is not available here")
     try:
