@@ -106,7 +106,7 @@ class AutoencoderDetector(BaseEstimator):  # type: ignore[misc]
 
         Without ``X_val``, a random ``val_fraction`` of ``X`` is held out.
         """
-        self._check_params()
+        training = self._checked_training()
         rule = parse_threshold(self.threshold)
         images = to_image_tensor(X)
         val = to_image_tensor(X_val) if X_val is not None else None
@@ -129,7 +129,7 @@ class AutoencoderDetector(BaseEstimator):  # type: ignore[misc]
             self.model_,
             images.to(self.device_),
             val.to(self.device_),
-            self._train_settings(),
+            TrainSettings(**training.model_dump(), seed=self.seed),
             checkpoint_dir=checkpoint_dir,
             resume=resume,
             listener=listener,
@@ -140,18 +140,21 @@ class AutoencoderDetector(BaseEstimator):  # type: ignore[misc]
         self.threshold_ = rule.fit(self.validation_scores_)
         return self
 
-    def _check_params(self) -> None:
-        """Validate the parameters with the same rules as the config file."""
+    def _checked_training(self) -> TrainingConfig:
+        """Validate the parameters with the same rules as the config file.
+
+        Returns the training section, which the training loop's settings are made from.
+        """
         try:
-            TrainingConfig(
+            DetectorConfig(score=self.score, threshold=self.threshold)
+            DataConfig(val_fraction=self.val_fraction)
+            return TrainingConfig(
                 epochs=self.epochs,
                 batch_size=self.batch_size,
                 learning_rate=self.learning_rate,
                 patience=self.patience,
                 loss=self.loss,
             )
-            DetectorConfig(score=self.score, threshold=self.threshold)
-            DataConfig(val_fraction=self.val_fraction)
         except ValidationError as exc:
             raise UserError(
                 f"invalid detector parameter: {describe_validation_error(exc)}"
@@ -164,16 +167,6 @@ class AutoencoderDetector(BaseEstimator):  # type: ignore[misc]
         if n_val >= len(images):
             raise UserError("need at least two normal images to train and validate")
         return images[order[n_val:]], images[order[:n_val]]
-
-    def _train_settings(self) -> TrainSettings:
-        return TrainSettings(
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            learning_rate=self.learning_rate,
-            patience=self.patience,
-            loss=self.loss,
-            seed=self.seed,
-        )
 
     # -- scoring ---------------------------------------------------------------
 
