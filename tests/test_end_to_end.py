@@ -33,6 +33,7 @@ from tests.helpers import Outcome, cli_env, run_subprocess, snapshot
 CSV_COLUMNS = [
     "index",
     "source_index",
+    "class",
     "kind",
     "severity",
     "noise_std",

@@ -173,7 +173,7 @@ def test_summary_rows_are_strings() -> None:
         ({"scores": np.array([0.1, np.nan])}, "NaN"),
         ({"labels": np.array([0])}, "length"),
         ({"labels": np.array([0, 2])}, "0 .normal. or 1"),
-        ({"labels": np.array([1, 1])}, "label 0"),
+        ({"labels": np.array([0, 0])}, "label 0"),
     ],
 )
 def test_bad_input_raises(change: dict[str, Any], message: str) -> None:

@@ -101,7 +101,7 @@ def test_html_escapes_text_and_holds_tables(full_report: tuple[Path, list[Path],
     assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; co" in page
     assert "note: &lt;b&gt;bold&lt;/b&gt; &amp; &#x27;quoted&#x27;" in page
     assert "<pre>" in page
-    for text in ("By corruption kind", "By noise level", "By rotation angle", "0-10", "20-30"):
+    for text in ("By kind", "By noise level", "By rotation angle", "0-10", "20-30"):
         assert text in page
     assert "<td>true normal</td>" in page
     assert page.count("<figcaption>") == len(ALL_PLOTS)

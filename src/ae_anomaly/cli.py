@@ -129,7 +129,8 @@ def run(
     with listener or contextlib.nullcontext():
         result = run_experiment(config, out, overwrite=overwrite, resume=resume, listener=listener)
     if not quiet:
-        print_summary(Console(), result.metrics, result.folder, result.seconds)
+        summary = print_ranking if config.scenario == "unsupervised" else print_summary
+        summary(Console(), result.metrics, result.folder, result.seconds)
 
 
 def _resume_config(out: Path | None, config_path: Path | None) -> Path:
@@ -172,6 +173,37 @@ def print_summary(console: Console, metrics: dict[str, Any], folder: Path, secon
         f"threshold {metrics['threshold_rule']} = {metrics['threshold']:.5g}: "
         f"precision {_fmt(at['precision'])}, recall {_fmt(at['recall'])}, F1 {_fmt(at['f1'])}"
     )
+    cm = at["confusion_matrix"]
+    console.print(
+        "confusion matrix (rows: true normal, anomaly; columns: predicted normal, anomaly):\n"
+        f"[[{cm[0][0]}, {cm[0][1]}],\n [{cm[1][0]}, {cm[1][1]}]]",
+        highlight=False,
+    )
+    from ae_anomaly.evaluation import classification_report_text
+
+    console.print(classification_report_text(cm), highlight=False)
+    console.print(f"report: {folder / 'report.html'}")
+
+
+def print_ranking(console: Console, metrics: dict[str, Any], folder: Path, seconds: float) -> None:
+    """The unsupervised ranking: per label, how many of the top 1% it holds."""
+    table = Table(title=f"Ranking ({seconds:.0f} s): labels for reading only")
+    for column in ("label", "n", "mean score", "in top 1%", "share of top", "lift"):
+        table.add_column(column, justify="left" if column == "label" else "right")
+    for name, row in metrics["by_label"].items():
+        table.add_row(
+            name,
+            str(row["n"]),
+            f"{row['mean_score']:.4g}",
+            str(row["n_top"]),
+            f"{row['share_of_top']:.3f}",
+            f"{row['lift']:.2f}",
+        )
+    console.print(table)
+    top = ", ".join(
+        f"{r['split']} #{r['index']} ({r['label']})" for r in metrics["most_anomalous"][:5]
+    )
+    console.print(f"most anomalous: {top}", highlight=False)
     console.print(f"report: {folder / 'report.html'}")
 
 

@@ -18,8 +18,9 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ae_anomaly.config import RunConfig
-from ae_anomaly.data.scenarios import ScenarioData, TestSet
+from ae_anomaly.data.scenarios import ScenarioData, TestSet, labelled_test
 from ae_anomaly.detector import detector_from_config
+from ae_anomaly.errors import UserError
 from ae_anomaly.evaluation import format_number
 from ae_anomaly.experiment import prepare_data, score_test_set
 from ae_anomaly.fileio import write_bytes, write_json, write_text, write_yaml
@@ -73,6 +74,11 @@ def compare_models(
     on_model: Callable[[str], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Train and evaluate each of ``models`` on the data ``config`` describes; write to ``out``."""
+    if config.scenario != "corruptions":
+        raise UserError(
+            f"compare runs the corruptions scenario only, not {config.scenario}; "
+            "use `ae-anomaly run --scenario ...` per model"
+        )
     folder = RunFolder(out)
     folder.check(overwrite=overwrite, resume=False)
     data = prepare_data(config)
@@ -98,7 +104,8 @@ def _run_all(
     on_model: Callable[[str], None] | None,
 ) -> list[dict[str, Any]]:
     write_yaml(work / CONFIG_FILE, {**config.to_dict(), "models": models})
-    examples = _example_indices(data.test)
+    test = labelled_test(data)
+    examples = _example_indices(test)
     results = []
     for name in models:
         if on_model is not None:
@@ -109,7 +116,7 @@ def _run_all(
     write_text(work / "comparison.md", markdown_tables(rows))
     write_bytes(
         work / "plots" / "reconstructions.png",
-        plot_reconstructions(data.test, examples, results),
+        plot_reconstructions(test, examples, results),
     )
     write_bytes(work / "plots" / "auroc_vs_noise.png", plot_auroc_vs_noise(rows))
     return rows
@@ -127,7 +134,7 @@ def _train_and_score(
     started = time.perf_counter()
     detector = detector_from_config(model_config).fit(data.train, data.val, listener=listener)
     seconds = time.perf_counter() - started
-    test = data.test
+    test = labelled_test(data)
     _, metrics = score_test_set(detector, test, config.corruptions.angle_bands)
     detector.save(folder / "models" / name)
     reconstructions, _ = detector.reconstruct(test.images[examples])

@@ -27,6 +27,8 @@ from ae_anomaly.errors import UserError
 from ae_anomaly.thresholds import parse_threshold
 
 CORRUPTION_KINDS = ("clean", "noise", "rotation", "noise+rotation")
+SCENARIOS = ("corruptions", "one-class", "unsupervised")
+Scenario = Literal["corruptions", "one-class", "unsupervised"]
 
 
 class _Section(BaseModel):
@@ -49,6 +51,12 @@ class DataConfig(_Section):
     test_limit: StrictInt | None = Field(
         None, ge=20, description="use at most this many test images (quick runs); all if unset"
     )
+    normal_class: StrictInt | None = Field(
+        None,
+        ge=0,
+        description="one-class scenario: the class learnt as normal (e.g. 7 = Sneaker in "
+        "fashion-mnist); every other class is an anomaly",
+    )
 
 
 class TrainingConfig(_Section):
@@ -68,6 +76,12 @@ class DetectorConfig(_Section):
     threshold: str = Field(
         "percentile:95",
         description="rule fitted on clean validation scores: percentile:Q, mean+Kstd or fixed:V",
+    )
+    threshold_data: Literal["validation", "test-normal"] = Field(
+        "validation",
+        description="images the threshold is fitted on: validation (held-out normal training "
+        "images) or test-normal (the normal test images: uses test labels, only to reproduce "
+        "projects that did so)",
     )
 
     @field_validator("threshold")
@@ -152,8 +166,10 @@ class ReportConfig(_Section):
 
 
 class RunConfig(_Section):
-    scenario: Literal["corruptions"] = Field(
-        "corruptions", description="experiment: corruptions (MNIST with synthetic anomalies)"
+    scenario: Scenario = Field(
+        "corruptions",
+        description="experiment: corruptions (synthetic anomalies), one-class (one class "
+        "normal, the others anomalies) or unsupervised (rank every image, labels ignored)",
     )
     seed: StrictInt = Field(
         0, ge=0, description="seed of every random choice: same seed, same scores"
@@ -179,6 +195,18 @@ class RunConfig(_Section):
         if base not in ("auto", "cpu", "cuda", "mps") or (index and not index.isdigit()):
             raise ValueError("use auto, cpu, cuda, cuda:N or mps")
         return value
+
+    @model_validator(mode="after")
+    def _scenario_fields(self) -> RunConfig:
+        if self.scenario == "one-class" and self.data.normal_class is None:
+            raise ValueError("the one-class scenario needs data.normal_class (--normal-class)")
+        if self.scenario != "one-class" and self.data.normal_class is not None:
+            raise ValueError(
+                f"data.normal_class is only used by the one-class scenario, not {self.scenario}"
+            )
+        if self.scenario == "unsupervised" and self.detector.threshold_data != "validation":
+            raise ValueError("the unsupervised scenario has no labelled test images")
+        return self
 
     @model_validator(mode="after")
     def _bands_cover_angles(self) -> RunConfig:

@@ -140,6 +140,16 @@ class AutoencoderDetector(BaseEstimator):  # type: ignore[misc]
         self.threshold_ = rule.fit(self.validation_scores_)
         return self
 
+    def training_summary(self) -> dict[str, Any]:
+        """Epochs run, the best epoch, per-epoch losses and the device, for metrics.json."""
+        self._fitted_model()
+        return {
+            "epochs_run": len(self.history_),
+            "best_epoch": self.best_epoch_,
+            "history": self.history_,
+            "device": str(self.device_),
+        }
+
     def _checked_training(self) -> TrainingConfig:
         """Validate the parameters with the same rules as the config file.
 

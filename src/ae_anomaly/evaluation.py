@@ -1,9 +1,11 @@
 """Metrics for anomaly scores: AUROC/AUPRC overall and per group, and results at a threshold.
 
-Every group (a corruption kind, a noise level, a rotation band) is scored against *all*
-clean test images, so the numbers answer "how well does the score tell this corruption
-apart from normal digits?". The result is a plain, JSON-ready dict: no numpy types and
-``None`` wherever a number is undefined (e.g. AUROC of a group with one class only).
+Every group (a corruption kind, an anomalous class, a noise level, a rotation band) is
+scored against *all* normal test images, so the numbers answer "how well does the score
+tell this kind apart from normal images?". The normal images share one kind name:
+"clean" in the corruptions scenario, the normal class's name in the one-class one.
+The result is a plain, JSON-ready dict: no numpy types and ``None`` wherever a number
+is undefined (e.g. AUROC of a group with one class only).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from sklearn.metrics import (
     average_precision_score,
+    classification_report,
     confusion_matrix,
     precision_recall_fscore_support,
     roc_auc_score,
@@ -36,17 +39,20 @@ def evaluate(
     angle: ArrayLike,
     threshold: float,
     angle_bands: Sequence[float] = DEFAULT_ANGLE_BANDS,
+    kind_order: Sequence[str] | None = None,
 ) -> Metrics:
     """Score the test set against its labels and group it by corruption.
 
     ``labels`` are 0 (normal) / 1 (anomalous), ``kinds`` names each image's corruption
-    (``"clean"`` for normal ones), ``noise_std`` and ``angle`` are 0.0 where not applied.
+    or class (one name for all normal images, e.g. ``"clean"``), ``noise_std`` and
+    ``angle`` are 0.0 where not applied. ``kind_order`` fixes the order of the anomalous
+    kinds in ``by_kind`` (default: single corruptions before combined ones, then by name).
     Predictions are ``score > threshold``. The result holds ``n_test``, ``n_normal``,
     ``n_anomalous``, ``threshold``, ``overall`` ({auroc, auprc}), ``by_kind``,
     ``by_noise_std`` (kind "noise" only) and ``by_angle_band`` (kind "rotation" only),
-    each mapping a group name to {n, auroc, auprc, mean_score, flagged} ("clean" has no
-    auroc/auprc; its "flagged" is the false positive rate), and ``at_threshold``
-    (see :func:`at_threshold`). Empty groups are left out.
+    each mapping a group name to {n, auroc, auprc, mean_score, flagged} (the normal kind
+    comes first and has no auroc/auprc; its "flagged" is the false positive rate), and
+    ``at_threshold`` (see :func:`at_threshold`). Empty groups are left out.
     """
     s, y, k, std, ang = _check_arrays(scores, labels, kinds, noise_std, angle)
     clean = s[y == 0]
@@ -58,7 +64,7 @@ def evaluate(
         "n_anomalous": int(s.size - clean.size),
         "threshold": float(threshold),
         "overall": _separation(clean, s[y == 1]),
-        "by_kind": _by_kind(s, k, clean, threshold),
+        "by_kind": _by_kind(s, k, y, threshold, kind_order),
         "by_noise_std": _by_value(s[noise], std[noise], clean, threshold),
         "by_angle_band": _by_band(s[rotation], ang[rotation], angle_bands, clean, threshold),
         "at_threshold": at_threshold(s, y, threshold),
@@ -79,9 +85,31 @@ def at_threshold(scores: NDArray[Any], labels: NDArray[Any], threshold: float) -
         "precision": _num(precision),
         "recall": _num(recall),
         "f1": _num(f1),
+        # The mean of the normal class's F1 and the anomaly class's F1.
+        "macro_f1": _num(
+            precision_recall_fscore_support(
+                labels, pred, labels=[0, 1], average="macro", zero_division=np.nan
+            )[2]
+        ),
         "accuracy": _ratio(tn + tp, int(cm.sum())),
         "false_positive_rate": _ratio(fp, fp + tn),
     }
+
+
+def classification_report_text(confusion: Sequence[Sequence[int]]) -> str:
+    """scikit-learn's classification report (normal / anomaly rows) for a 2x2 confusion matrix."""
+    (tn, fp), (fn, tp) = confusion
+    y_true = np.repeat([0, 0, 1, 1], [tn, fp, fn, tp])
+    y_pred = np.repeat([0, 1, 0, 1], [tn, fp, fn, tp])
+    text: str = classification_report(
+        y_true,
+        y_pred,
+        labels=[0, 1],
+        target_names=["normal", "anomaly"],
+        digits=4,
+        zero_division=0,
+    )
+    return text
 
 
 def group_stats(group: NDArray[Any], clean: NDArray[Any], threshold: float) -> Metrics:
@@ -107,7 +135,7 @@ def summary_rows(metrics: Metrics) -> list[tuple[str, str]]:
         ("false positive rate", format_number(at["false_positive_rate"])),
     ]
     for kind, stats in metrics["by_kind"].items():
-        if kind != CLEAN:
+        if "auroc" in stats:  # the normal kind is the reference and has none
             rows.append((f"AUROC {kind}", format_number(stats["auroc"])))
     return rows
 
@@ -133,20 +161,32 @@ def _check_arrays(*arrays: ArrayLike) -> tuple[NDArray[Any], ...]:
         raise ValueError("labels must be 0 (normal) or 1 (anomalous)")
     kinds = kinds.astype(str)
     # Groups are compared against label-0 images, so the two views must agree.
-    if not np.array_equal(kinds == CLEAN, labels == 0):
-        raise ValueError(f"kind {CLEAN!r} must mark exactly the images with label 0")
+    normal = set(kinds[labels == 0].tolist())
+    if len(normal) > 1 or normal & set(kinds[labels == 1].tolist()):
+        raise ValueError("one kind name must mark exactly the images with label 0")
     return scores, labels, kinds, std.astype(np.float64), angle.astype(np.float64)
 
 
 def _by_kind(
-    scores: NDArray[Any], kinds: NDArray[Any], clean: NDArray[Any], threshold: float
+    scores: NDArray[Any],
+    kinds: NDArray[Any],
+    labels: NDArray[Any],
+    threshold: float,
+    kind_order: Sequence[str] | None,
 ) -> dict[str, Metrics]:
-    """Clean first (no AUROC: it is the reference), then each corruption kind."""
+    """The normal kind first (no AUROC: it is the reference), then each anomalous kind."""
     out: dict[str, Metrics] = {}
+    clean = scores[labels == 0]
     if clean.size:
-        out[CLEAN] = {"n": int(clean.size), **_score_stats(clean, threshold)}
-    # Single corruptions before combined ones ("noise", "rotation", "noise+rotation").
-    for kind in sorted(set(kinds.tolist()) - {CLEAN}, key=lambda k: (k.count("+"), k)):
+        out[str(kinds[labels == 0][0])] = {"n": int(clean.size), **_score_stats(clean, threshold)}
+    present = set(kinds[labels == 1].tolist())
+    if kind_order is None:
+        # Single corruptions before combined ones ("noise", "rotation", "noise+rotation").
+        ordered = sorted(present, key=lambda k: (k.count("+"), k))
+    else:
+        ordered = [k for k in kind_order if k in present]
+        ordered += sorted(present - set(ordered))
+    for kind in ordered:
         out[kind] = group_stats(scores[kinds == kind], clean, threshold)
     return out
 

@@ -1,7 +1,9 @@
 """The experiment runner: one call from a config to a finished output folder.
 
 source -> scenario split -> detector fit -> scores -> threshold -> metrics -> report.
-The CLI is a thin shell around ``run_experiment``.
+Scenarios with a labelled test set (corruptions, one-class) are evaluated here;
+the unsupervised scenario's ranking lives in ranking.py. The CLI is a thin shell
+around ``run_experiment``.
 """
 
 from __future__ import annotations
@@ -18,7 +20,14 @@ import numpy as np
 import yaml
 
 from ae_anomaly.config import RunConfig, read_yaml
-from ae_anomaly.data.scenarios import ScenarioData, TestSet, corruptions_scenario
+from ae_anomaly.data.scenarios import (
+    ScenarioData,
+    TestSet,
+    corruptions_scenario,
+    labelled_test,
+    one_class_scenario,
+    unsupervised_scenario,
+)
 from ae_anomaly.data.sources import load_dataset
 from ae_anomaly.detector import AutoencoderDetector, detector_from_config
 from ae_anomaly.errors import UserError
@@ -26,7 +35,9 @@ from ae_anomaly.evaluation import evaluate
 from ae_anomaly.fileio import write_json, write_text, write_yaml
 from ae_anomaly.models import build_model
 from ae_anomaly.outputs import CONFIG_FILE, RunFolder
+from ae_anomaly.ranking import write_ranking
 from ae_anomaly.report import Examples, write_report
+from ae_anomaly.thresholds import parse_threshold
 from ae_anomaly.training import ProgressListener
 
 CHECKPOINT_DIR = "checkpoint"
@@ -72,7 +83,8 @@ def run_experiment(
         if not checkpoint_dir.exists():
             folder.discard()
         raise
-    metrics = write_artefacts(folder.work, config, data.test, detector)
+    write_results = write_ranking if config.scenario == "unsupervised" else write_artefacts
+    metrics = write_results(folder.work, config, data, detector)
     metrics["seconds"] = time.perf_counter() - started
     write_json(folder.work / "metrics.json", metrics)
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
@@ -81,6 +93,10 @@ def run_experiment(
 
 def prepare_data(config: RunConfig) -> ScenarioData:
     dataset = load_dataset(config.data.dataset, config.data.data_dir)
+    if config.scenario == "one-class":
+        return one_class_scenario(dataset, config.data, config.seed)
+    if config.scenario == "unsupervised":
+        return unsupervised_scenario(dataset, config.data, config.seed)
     return corruptions_scenario(dataset, config.data, config.corruptions, config.seed)
 
 
@@ -111,37 +127,58 @@ def _flatten(tree: dict[str, Any], prefix: tuple[str, ...] = ()) -> dict[tuple[s
 
 
 def score_test_set(
-    detector: AutoencoderDetector, test: TestSet, angle_bands: list[float]
+    detector: AutoencoderDetector,
+    test: TestSet,
+    angle_bands: list[float],
+    kind_order: tuple[str, ...] | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Per-image scores of the test set and the metrics at the detector's threshold."""
     scores = detector.score_samples(test.images)
-    metrics = evaluate(
+    return scores, evaluate_scores(
+        scores, test, float(detector.threshold_), angle_bands, kind_order
+    )
+
+
+def evaluate_scores(
+    scores: np.ndarray,
+    test: TestSet,
+    threshold: float,
+    angle_bands: list[float],
+    kind_order: tuple[str, ...] | None = None,
+) -> dict[str, Any]:
+    return evaluate(
         scores,
         test.labels,
         test.kinds,
         test.noise_std,
         test.angle,
-        float(detector.threshold_),
+        threshold,
         angle_bands=angle_bands,
+        kind_order=kind_order,
     )
-    return scores, metrics
 
 
 def write_artefacts(
-    folder: Path, config: RunConfig, test: TestSet, detector: AutoencoderDetector
+    folder: Path, config: RunConfig, data: ScenarioData, detector: AutoencoderDetector
 ) -> dict[str, Any]:
     """Score the test set; write the detector, scores.csv and the report; return the metrics."""
-    scores, metrics = score_test_set(detector, test, config.corruptions.angle_bands)
+    test = labelled_test(data)
+    bands = config.corruptions.angle_bands
+    scores = detector.score_samples(test.images)
+    if config.detector.threshold_data == "test-normal":
+        # Reproduces projects that fitted the threshold on the normal *test* images;
+        # the metrics say so, since it uses test labels.
+        detector.threshold_ = parse_threshold(config.detector.threshold).fit(
+            scores[test.labels == 0]
+        )
     threshold = float(detector.threshold_)
+    metrics = evaluate_scores(scores, test, threshold, bands, data.kind_order)
     metrics["threshold_rule"] = config.detector.threshold
-    metrics["training"] = {
-        "epochs_run": len(detector.history_),
-        "best_epoch": detector.best_epoch_,
-        "history": detector.history_,
-        "device": str(detector.device_),
-    }
+    metrics["threshold_data"] = config.detector.threshold_data
+    metrics["training"] = detector.training_summary()
     detector.save(folder / "detector")
-    write_text(folder / "scores.csv", scores_csv(test, scores, threshold))
+    corruption_columns = config.scenario == "corruptions"
+    write_text(folder / "scores.csv", scores_csv(test, scores, threshold, corruption_columns))
     write_report(
         folder,
         title=f"ae-anomaly: {config.scenario} on {config.data.dataset}",
@@ -162,50 +199,34 @@ def severity(test: TestSet) -> np.ndarray:
     return np.where(test.noise_std > 0, test.noise_std, np.abs(test.angle))
 
 
-def scores_csv(test: TestSet, scores: np.ndarray, threshold: float) -> str:
+def scores_csv(
+    test: TestSet, scores: np.ndarray, threshold: float, corruption_columns: bool = True
+) -> str:
+    """One row per test image; ``corruption_columns`` adds severity, noise_std and angle."""
+    columns: dict[str, Any] = {
+        "index": range(len(scores)),
+        "source_index": test.source_index,
+        "class": test.source_label,
+        "kind": test.kinds,
+    }
+    if corruption_columns:
+        columns |= {
+            "severity": [f"{v:g}" for v in severity(test)],
+            "noise_std": [f"{v:g}" for v in test.noise_std],
+            # +0.0 turns a rounded -0.00 into 0.00.
+            "angle": [f"{round(v, 2) + 0.0:.2f}" for v in test.angle],
+        }
+    columns |= {
+        "label": test.labels,
+        # Scores at full float32 precision, so that predicted == (score > threshold)
+        # holds on the written values too.
+        "score": [f"{v:.9g}" for v in scores],
+        "predicted": (scores > threshold).astype(int),
+    }
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(
-        [
-            "index",
-            "source_index",
-            "kind",
-            "severity",
-            "noise_std",
-            "angle",
-            "label",
-            "score",
-            "predicted",
-        ]
-    )
-    rows = zip(
-        range(len(scores)),
-        test.source_index,
-        test.kinds,
-        severity(test),
-        test.noise_std,
-        test.angle,
-        test.labels,
-        scores,
-        (scores > threshold).astype(int),
-        strict=True,
-    )
-    for i, src, kind, sev, std, ang, label, score, pred in rows:
-        writer.writerow(
-            # Scores at full float32 precision, so that predicted == (score > threshold)
-            # holds on the written values too; +0.0 turns a rounded -0.00 into 0.00.
-            [
-                i,
-                src,
-                kind,
-                f"{sev:g}",
-                f"{std:g}",
-                f"{round(ang, 2) + 0.0:.2f}",
-                label,
-                f"{score:.9g}",
-                pred,
-            ]
-        )
+    writer.writerow(columns)
+    writer.writerows(zip(*columns.values(), strict=True))
     return buffer.getvalue()
 
 

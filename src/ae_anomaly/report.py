@@ -29,7 +29,7 @@ from sklearn.metrics import (
 )
 
 from ae_anomaly import fileio
-from ae_anomaly.evaluation import CLEAN, Metrics, format_number
+from ae_anomaly.evaluation import Metrics, classification_report_text, format_number
 
 # Scores spanning more than this ratio (max / min) get a log-scaled x axis.
 LOG_SCALE_SPAN = 100.0
@@ -70,7 +70,7 @@ class Examples:
 
 
 @dataclass(frozen=True)
-class _Plot:
+class Plot:
     """One rendered figure: its file name, PNG bytes, heading and how to read it."""
 
     name: str
@@ -102,13 +102,18 @@ def write_report(
     y = np.asarray(labels).astype(int).reshape(-1)
     k = np.asarray(kinds).astype(str).reshape(-1)
     plots = _render_plots(metrics, history, s, y, k, threshold, examples)
+    return write_page(out_dir, plots, render_html(title, metrics, plots, config_text))
+
+
+def write_page(out_dir: Path, plots: Sequence[Plot], page_html: str) -> list[Path]:
+    """Write each plot to ``out_dir/plots/`` and the page to ``out_dir/report.html``."""
     written = []
     for plot in plots:
         path = out_dir / "plots" / plot.name
         fileio.write_bytes(path, plot.png)
         written.append(path)
     page = out_dir / "report.html"
-    fileio.write_text(page, render_html(title, metrics, plots, config_text))
+    fileio.write_text(page, page_html)
     written.append(page)
     return written
 
@@ -117,17 +122,17 @@ def write_report(
 _FIGURE_TEXT: dict[str, tuple[str, str]] = {
     "loss.png": (
         "Training curve",
-        "Mean reconstruction loss per epoch; validation uses clean held-out digits, so a "
+        "Mean reconstruction loss per epoch; validation uses held-out normal images, so a "
         "validation curve that turns upwards means overfitting.",
     ),
     "scores.png": (
         "Score distributions",
         "Share of each kind's images per score bin; images right of the dashed threshold "
-        "are flagged. The less a kind overlaps clean, the easier it is to detect.",
+        "are flagged. The less a kind overlaps the normal one, the easier it is to detect.",
     ),
     "roc_pr.png": (
         "ROC and PR curves",
-        "Each corruption kind against all clean images. ROC: closer to the top-left corner "
+        "Each anomalous kind against all normal images. ROC: closer to the top-left corner "
         "is better (dotted diagonal = chance). PR: higher is better.",
     ),
     "confusion.png": (
@@ -156,12 +161,13 @@ def _render_plots(
     kinds: NDArray[Any],
     threshold: float,
     examples: Examples | None,
-) -> list[_Plot]:
+) -> list[Plot]:
     """Render every figure that has data; ``None`` marks one left out."""
+    colors = kind_colors(list(metrics["by_kind"]))
     renderers: dict[str, Callable[[], bytes] | None] = {
         "loss.png": (lambda: plot_loss(history)) if history else None,
-        "scores.png": lambda: plot_scores(scores, kinds, threshold),
-        "roc_pr.png": lambda: plot_roc_pr(scores, labels, kinds),
+        "scores.png": lambda: plot_scores(scores, kinds, threshold, colors),
+        "roc_pr.png": lambda: plot_roc_pr(scores, labels, kinds, colors),
         "confusion.png": lambda: plot_confusion(metrics),
         "angle_bands.png": (
             (lambda: plot_angle_bands(metrics)) if metrics.get("by_angle_band") else None
@@ -169,7 +175,7 @@ def _render_plots(
         "examples.png": (lambda: plot_examples(examples)) if examples else None,
     }
     return [
-        _Plot(name, render(), *_FIGURE_TEXT[name])
+        Plot(name, render(), *_FIGURE_TEXT[name])
         for name, render in renderers.items()
         if render is not None
     ]
@@ -195,12 +201,16 @@ def plot_loss(history: Sequence[dict[str, Any]]) -> bytes:
     return figure_png(fig)
 
 
-def plot_scores(scores: NDArray[Any], kinds: NDArray[Any], threshold: float) -> bytes:
-    """Overlaid step histograms of the scores per kind, on shared bins, plus the threshold."""
+def plot_scores(
+    scores: NDArray[Any], kinds: NDArray[Any], threshold: float, colors: dict[str, str]
+) -> bytes:
+    """Overlaid step histograms of the scores per kind, on shared bins, plus the threshold.
+
+    ``colors`` maps each kind to its colour, in legend order (see :func:`kind_colors`).
+    """
     bins, log_x = _score_bins(scores)
     fig = Figure(figsize=(7, 4), layout="constrained")
     ax = fig.add_subplot()
-    colors = _kind_colors(kinds)
     for kind, color in colors.items():
         group = scores[kinds == kind]
         # Weights of 1/n make each curve a share, so kinds of different size compare.
@@ -226,13 +236,19 @@ def plot_scores(scores: NDArray[Any], kinds: NDArray[Any], threshold: float) -> 
     return figure_png(fig)
 
 
-def plot_roc_pr(scores: NDArray[Any], labels: NDArray[Any], kinds: NDArray[Any]) -> bytes:
-    """ROC (left) and precision-recall (right) curves: each kind vs clean, and overall."""
+def plot_roc_pr(
+    scores: NDArray[Any], labels: NDArray[Any], kinds: NDArray[Any], colors: dict[str, str]
+) -> bytes:
+    """ROC (left) and precision-recall (right) curves: each kind vs normal, and overall."""
     fig = Figure(figsize=(11, 4.5), layout="constrained")
     roc_ax, pr_ax = fig.subplots(1, 2)
-    clean = kinds == CLEAN
-    colors = _kind_colors(kinds)
-    groups = [(kind, clean | (kinds == kind), colors[kind]) for kind in colors if kind != CLEAN]
+    clean = labels == 0
+    normal_kinds = set(kinds[clean].tolist())
+    groups = [
+        (kind, clean | (kinds == kind), color)
+        for kind, color in colors.items()
+        if kind not in normal_kinds
+    ]
     groups.append(("overall", np.ones_like(clean), "black"))
     for name, mask, color in groups:
         y, s = labels[mask], scores[mask]
@@ -366,11 +382,10 @@ def _score_bins(scores: NDArray[Any]) -> tuple[NDArray[Any], bool]:
     return np.linspace(lo, hi, HIST_BINS + 1), False
 
 
-def _kind_colors(kinds: NDArray[Any]) -> dict[str, str]:
-    """A colour per kind - clean first, then single corruptions, then combined ones - so
-    a kind has the same colour in every figure."""
-    order = sorted(set(kinds.tolist()), key=lambda k: (k != CLEAN, k.count("+"), k))
-    return {kind: f"C{i}" for i, kind in enumerate(order)}
+def kind_colors(order: Sequence[str]) -> dict[str, str]:
+    """A colour per kind, in the order given (the normal kind first, as in
+    ``metrics["by_kind"]``), so that a kind has the same colour in every figure."""
+    return {kind: f"C{i % 10}" for i, kind in enumerate(order)}
 
 
 def figure_png(fig: Figure) -> bytes:
@@ -399,19 +414,30 @@ _GROUP_COLUMNS = ("n", "auroc", "auprc", "mean_score", "flagged")
 _GROUP_HEADINGS = ("images", "AUROC", "AUPRC", "mean score", "flagged")
 
 
-def render_html(title: str, metrics: Metrics, plots: Sequence[_Plot], config_text: str) -> str:
+def render_html(title: str, metrics: Metrics, plots: Sequence[Plot], config_text: str) -> str:
     """The whole report page as a string; every piece of text is HTML-escaped."""
+    sections = [
+        "<h2>Headline</h2>",
+        _headline_table(metrics),
+        *_group_sections(metrics),
+        "<h2>Confusion matrix at the threshold</h2>",
+        _confusion_table(metrics),
+        f"<pre>{html.escape(classification_report_text(metrics['at_threshold']['confusion_matrix']))}</pre>",
+    ]
+    return render_page(title, sections, plots, config_text)
+
+
+def render_page(
+    title: str, sections: Sequence[str], plots: Sequence[Plot], config_text: str
+) -> str:
+    """A page: title, ``sections`` (HTML already escaped), the figures, the config."""
     esc = html.escape
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         f"<title>{esc(title)}</title><style>{_CSS}</style></head><body>",
         f"<h1>{esc(title)}</h1>",
-        "<h2>Headline</h2>",
-        _headline_table(metrics),
-        *_group_sections(metrics),
-        "<h2>Confusion matrix at the threshold</h2>",
-        _confusion_table(metrics),
+        *sections,
         "<h2>Figures</h2>",
         *(_figure(plot) for plot in plots),
         "<h2>Configuration</h2>",
@@ -429,8 +455,8 @@ def _headline_table(metrics: Metrics) -> str:
             f"{metrics['n_test']} ({metrics['n_normal']} normal, "
             f"{metrics['n_anomalous']} anomalous)",
         ),
-        ("AUROC (all anomalies vs clean)", format_number(metrics["overall"]["auroc"])),
-        ("AUPRC (all anomalies vs clean)", format_number(metrics["overall"]["auprc"])),
+        ("AUROC (all anomalies vs normal)", format_number(metrics["overall"]["auroc"])),
+        ("AUPRC (all anomalies vs normal)", format_number(metrics["overall"]["auprc"])),
         ("threshold", format_number(metrics["threshold"], 4, "g")),
         ("precision", format_number(at["precision"])),
         ("recall", format_number(at["recall"])),
@@ -438,7 +464,7 @@ def _headline_table(metrics: Metrics) -> str:
         ("accuracy", format_number(at["accuracy"])),
         ("false positive rate", format_number(at["false_positive_rate"])),
     ]
-    return _table(("metric", "value"), rows)
+    return html_table(("metric", "value"), rows)
 
 
 def _group_sections(metrics: Metrics) -> list[str]:
@@ -446,9 +472,10 @@ def _group_sections(metrics: Metrics) -> list[str]:
     sections = [
         (
             "by_kind",
-            "By corruption kind",
+            "By kind",
             "kind",
-            "Each kind against all clean images; for clean, 'flagged' is the false positive rate.",
+            "Each kind against all normal images; for the normal kind, 'flagged' is the "
+            "false positive rate.",
         ),
         (
             "by_noise_std",
@@ -474,20 +501,20 @@ def _group_sections(metrics: Metrics) -> list[str]:
             out += [
                 f"<h2>{html.escape(heading)}</h2>",
                 f'<p class="note">{html.escape(note)}</p>',
-                _table((first, *_GROUP_HEADINGS), rows),
+                html_table((first, *_GROUP_HEADINGS), rows),
             ]
     return out
 
 
 def _confusion_table(metrics: Metrics) -> str:
     (tn, fp), (fn, tp) = metrics["at_threshold"]["confusion_matrix"]
-    return _table(
+    return html_table(
         ("", "predicted normal", "predicted anomaly"),
         [("true normal", str(tn), str(fp)), ("true anomaly", str(fn), str(tp))],
     )
 
 
-def _figure(plot: _Plot) -> str:
+def _figure(plot: Plot) -> str:
     data = base64.b64encode(plot.png).decode("ascii")
     alt = html.escape(plot.heading)
     return (
@@ -497,7 +524,7 @@ def _figure(plot: _Plot) -> str:
     )
 
 
-def _table(headings: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+def html_table(headings: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headings)
     body = "".join(
         "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows

@@ -1,13 +1,17 @@
 """Scenario splits: which images the detector trains on, calibrates on and is tested on.
 
-The "corruptions" scenario: clean MNIST training digits (labels ignored) split
-into train and validation; a test set of clean test digits plus corrupted
-copies of *other* test digits (each test digit is used once).
+- "corruptions": clean training digits (labels ignored) split into train and
+  validation; a test set of clean test digits plus corrupted copies of *other*
+  test digits (each test digit is used once).
+- "one-class": the training images of one class split into train and
+  validation; the whole test split as test set, every other class an anomaly.
+- "unsupervised": all training images (labels ignored) split into train and
+  validation; every training and test image is then ranked (no test set).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -34,6 +38,7 @@ class TestSet:
     angle: np.ndarray  # (N,) float degrees, 0 where not rotated
     shift: np.ndarray  # (N, 2) sub-pixel shift (x, y) every digit got, see corruptions
     source_index: np.ndarray  # (N,) index into the dataset's test split
+    source_label: np.ndarray  # (N,) the dataset's class label of each image (display only)
 
     def describe(self, index: int, sep: str = ", ") -> str:
         """What was done to image ``index``, e.g. "noise+rotation, std 0.2, +17 deg"."""
@@ -49,7 +54,27 @@ class TestSet:
 class ScenarioData:
     train: torch.Tensor  # normal images the detector learns from
     val: torch.Tensor  # normal images for early stopping and the threshold
-    test: TestSet
+    test: TestSet | None  # labelled test set; None where the scenario only ranks
+    kind_order: tuple[str, ...] | None = None  # report order of the anomalous kinds
+    ranked: RankingSet | None = None  # the images to rank (unsupervised scenario)
+
+
+@dataclass(frozen=True)
+class RankingSet:
+    """Every image the unsupervised scenario ranks: the training images, then the test ones."""
+
+    images: torch.Tensor  # (N, C, H, W) float in [0, 1]
+    split: np.ndarray  # (N,) str: "train" or "test"
+    index: np.ndarray  # (N,) index into that split of the dataset
+    label: np.ndarray  # (N,) the dataset's class label (display only, never used to fit)
+    class_names: tuple[str, ...]
+
+
+def labelled_test(data: ScenarioData) -> TestSet:
+    """The scenario's test set; a scenario without one is a programming error here."""
+    if data.test is None:
+        raise ValueError("this scenario has no labelled test set")
+    return data.test
 
 
 def corruptions_scenario(
@@ -68,7 +93,85 @@ def corruptions_scenario(
         for x in (train, val)
     )
     test = corrupted_test_set(dataset.test_images, data.test_limit, corruptions, seed)
+    test = replace(test, source_label=dataset.test_labels[test.source_index])
     return ScenarioData(train=train, val=val, test=test)
+
+
+def one_class_scenario(dataset: Dataset, data: DataConfig, seed: int) -> ScenarioData:
+    """Normal = the training images of ``data.normal_class``; test = the whole test split.
+
+    Images are used as they are (no resampling): nothing is rotated here, and this
+    is the standard one-class novelty protocol.
+    """
+    normal_class = checked_class(dataset, data.normal_class)
+    train, val = split_normal(
+        dataset.train_images[dataset.train_labels == normal_class], data, seed
+    )
+    rng = np.random.default_rng([seed, _TEST_STREAM])
+    # Sorted, so a limited test set keeps the dataset's order (and every index once).
+    order = np.sort(rng.permutation(len(dataset.test_images))[: data.test_limit])
+    classes = dataset.test_labels[order]
+    names = class_kinds(dataset, normal_class)
+    n = len(order)
+    test = TestSet(
+        images=to_image_tensor(dataset.test_images[order]),
+        labels=(classes != normal_class).astype(np.int64),
+        kinds=np.array(names, dtype=object)[classes].astype(str),
+        noise_std=np.zeros(n),
+        angle=np.zeros(n),
+        shift=np.zeros((n, 2)),
+        source_index=order,
+        source_label=classes,
+    )
+    if not (test.labels == 0).any():
+        raise UserError(
+            f"the {n} test images drawn hold no image of the normal class; raise test_limit"
+        )
+    return ScenarioData(train=train, val=val, test=test, kind_order=tuple(names))
+
+
+def checked_class(dataset: Dataset, normal_class: int | None) -> int:
+    """``normal_class`` if the dataset has it, else a UserError listing the classes."""
+    count = len(dataset.class_names)
+    if normal_class is None or not 0 <= normal_class < count:
+        listing = ", ".join(f"{i} {name}" for i, name in enumerate(dataset.class_names))
+        got = "none given" if normal_class is None else f"got {normal_class}"
+        raise UserError(
+            f"the one-class scenario needs normal_class, a class of {dataset.name} "
+            f"from 0 to {count - 1} ({listing}); {got}"
+        )
+    return normal_class
+
+
+def class_kinds(dataset: Dataset, normal_class: int) -> list[str]:
+    """Kind names per class: the class name, marked "(normal)" for the normal one."""
+    return [
+        f"{name} (normal)" if i == normal_class else name
+        for i, name in enumerate(dataset.class_names)
+    ]
+
+
+def unsupervised_scenario(dataset: Dataset, data: DataConfig, seed: int) -> ScenarioData:
+    """All training images, labels ignored, split into train and validation; then every
+    training image (validation ones included) and every test image is ranked."""
+    train, val = split_normal(dataset.train_images, data, seed)
+    train_index = _limited_order(len(dataset.train_images), data.train_limit, seed, _SPLIT_STREAM)
+    test_index = _limited_order(len(dataset.test_images), data.test_limit, seed, _TEST_STREAM)
+    images = np.concatenate([dataset.train_images[train_index], dataset.test_images[test_index]])
+    ranked = RankingSet(
+        images=to_image_tensor(images),
+        split=np.array(["train"] * len(train_index) + ["test"] * len(test_index)),
+        index=np.concatenate([train_index, test_index]),
+        label=np.concatenate([dataset.train_labels[train_index], dataset.test_labels[test_index]]),
+        class_names=dataset.class_names,
+    )
+    return ScenarioData(train=train, val=val, test=None, ranked=ranked)
+
+
+def _limited_order(n: int, limit: int | None, seed: int, stream: int) -> np.ndarray:
+    """The indices a ``limit`` keeps (the same draw as split_normal's), in dataset order."""
+    rng = np.random.default_rng([seed, stream])
+    return np.sort(rng.permutation(n)[:limit])
 
 
 def split_normal(
@@ -115,6 +218,7 @@ def corrupted_test_set(
         angle=angles,
         shift=shifts.numpy(),
         source_index=order,
+        source_label=np.full(len(order), -1),  # set by the caller, which has the labels
     )
 
 
