@@ -61,3 +61,9 @@ def one_torch_thread() -> Iterator[None]:
 def mnist(shared_data_dir: Path) -> Dataset:
     """Real MNIST, loaded once for the whole session."""
     return sources.load_dataset("mnist", data_dir=shared_data_dir, download=False)
+
+
+@pytest.fixture(scope="session")
+def fashion(shared_data_dir: Path) -> Dataset:
+    """Real Fashion-MNIST, loaded once for the whole session."""
+    return sources.load_dataset("fashion-mnist", data_dir=shared_data_dir, download=False)
