@@ -264,6 +264,90 @@ def compare(
 
 
 @cli.command()
+@click.option(
+    "--classes",
+    default="all",
+    show_default=True,
+    help="Normal classes to benchmark: all, or comma-separated class numbers (e.g. 0,7).",
+)
+@click.option(
+    "--seeds",
+    "seed_count",
+    type=click.IntRange(1, 100),
+    default=3,
+    show_default=True,
+    help="Seeds per class: 0, 1, ... (the mean over classes is reported per seed).",
+)
+@click.option("--resume", is_flag=True, help="Continue the interrupted benchmark in --out.")
+@experiment_options
+def benchmark(
+    classes: str,
+    seed_count: int,
+    resume: bool,
+    config_path: Path | None,
+    out: Path | None,
+    overwrite: bool,
+    quiet: bool,
+    **raw: str | None,
+) -> None:
+    """One-class novelty benchmark: a detector per (class, seed), AUROC per class and mean.
+
+    Each detector trains on one class of the training split and is tested on the
+    whole test split, every other class being an anomaly. Settings come from the
+    config and flags, fixed once for all classes; --scenario is one-class.
+    """
+    overrides = parse_overrides(raw)
+    if overrides.get("scenario", "one-class") != "one-class":
+        raise UserError("the benchmark runs the one-class scenario; leave out --scenario")
+    if overrides.get("normal_class") is not None:
+        raise UserError("the benchmark sets the normal class itself; use --classes")
+    chosen = _class_list(classes)
+    if resume:
+        config_path = _resume_config(out, config_path)
+    base = read_yaml(config_path) if config_path else {}
+    # normal_class is replaced per detector; the first one makes the config valid.
+    overrides |= {"scenario": "one-class", "normal_class": chosen[0] if chosen else 0}
+    config = build_config(base, overrides)
+    out = out or default_out("benchmark", config.data.dataset)
+    from ae_anomaly.benchmark import run_benchmark
+
+    console = Console(stderr=True, quiet=quiet)
+    listener = None if quiet else RichProgress(console)
+
+    def announce(normal_class: int, seed: int) -> None:
+        if listener is not None:
+            listener.label = f"class {normal_class} seed {seed} "
+
+    with listener or contextlib.nullcontext():
+        result = run_benchmark(
+            config,
+            chosen,
+            list(range(seed_count)),
+            out,
+            overwrite=overwrite,
+            resume=resume,
+            listener=listener,
+            on_cell=announce,
+        )
+    if not quiet:
+        click.echo(result.markdown)
+        click.echo(f"results: {result.folder}")
+
+
+def _class_list(text: str) -> list[int] | None:
+    """``all`` -> None (every class of the dataset); ``0,7`` -> [0, 7]."""
+    if text.strip() == "all":
+        return None
+    try:
+        chosen = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UserError(f"--classes takes all or class numbers such as 0,7; got {text!r}") from None
+    if not chosen or len(set(chosen)) != len(chosen):
+        raise UserError(f"--classes needs distinct class numbers; got {text!r}")
+    return chosen
+
+
+@cli.command()
 def models() -> None:
     """List the architectures: name, parameters for 28x28 grey images, description."""
     from ae_anomaly.models import MODELS, build_model, parameter_count
