@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from ae_anomaly.config import RunConfig, read_yaml
+from ae_anomaly.config import RunConfig, read_yaml, validate_config
 from ae_anomaly.data.scenarios import checked_class, labelled_test, one_class_scenario
 from ae_anomaly.data.sources import Dataset, load_dataset
 from ae_anomaly.detector import detector_from_config
@@ -119,15 +119,28 @@ def run_benchmark(
 
 def _check_same_plan(work: Path, config: RunConfig, plan: dict[str, Any]) -> None:
     """A resumed benchmark must use the settings its finished cells were computed with."""
-    saved = read_yaml(work / CONFIG_FILE) if (work / CONFIG_FILE).exists() else None
-    saved_plan = json.loads((work / PLAN_FILE).read_text()) if (work / PLAN_FILE).exists() else None
-    mine = {**config.to_dict(), "device": None}
-    if saved is not None and {**saved, "device": None} != mine:
-        raise UserError(f"cannot resume {work} with a different config; only the device may change")
-    if saved_plan is not None and saved_plan != plan:
-        raise UserError(
-            f"cannot resume {work} with other classes or seeds (it was started with {saved_plan})"
-        )
+    if (work / CONFIG_FILE).exists():
+        saved = validate_config(read_yaml(work / CONFIG_FILE))
+        if _comparable(saved) != _comparable(config):
+            raise UserError(
+                f"cannot resume {work} with a different config; only the device and data folder may change"
+            )
+    if (work / PLAN_FILE).exists():
+        saved_plan = json.loads((work / PLAN_FILE).read_text())
+        if saved_plan != plan:
+            raise UserError(
+                f"cannot resume {work} with other classes or seeds "
+                f"(it was started with {saved_plan})"
+            )
+
+
+def _comparable(config: RunConfig) -> dict[str, Any]:
+    """The config less what a cell's result does not depend on: the device, where the
+    data files are, and the normal class (set per cell)."""
+    tree = config.to_dict()
+    tree["device"] = None
+    tree["data"]["data_dir"] = tree["data"]["normal_class"] = None
+    return tree
 
 
 def _cached_or_run(
