@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from ae_anomaly.errors import UserError
 
@@ -223,6 +223,9 @@ def _open(path: Path, max_pixels: int) -> Image.Image:
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, Image.DecompressionBombError):
         return f"it is a possible decompression bomb ({exc})"
+    if isinstance(exc, UnidentifiedImageError):
+        # Pillow's own message only repeats the path.
+        return "not an image file Pillow can read (unknown format or corrupt)"
     text = str(exc).strip().rstrip(".")
     return text or type(exc).__name__
 
@@ -300,10 +303,7 @@ def read_images(
         except _UNREADABLE as exc:
             reason = _describe(exc)
             if on_error == "fail":
-                raise UserError(
-                    f"cannot read image {path}: {reason} (choose on-error 'skip' to leave "
-                    "unreadable files out)"
-                ) from None
+                raise UserError(_unreadable_sentence(path, reason)) from None
             skipped.append(Skipped(str(path), reason))
             continue
         kept.append(str(path))
@@ -311,6 +311,13 @@ def read_images(
     # that the unused tail is freed).
     images = out if len(kept) == len(paths) else out[: len(kept)].copy()
     return ImageSet(images, kept, skipped)
+
+
+def _unreadable_sentence(path: Path | str, reason: str) -> str:
+    return (
+        f"cannot read image {path}: {reason} (choose on-error skip to leave unreadable "
+        "files out and count them)"
+    )
 
 
 def _check_on_error(on_error: str) -> None:
@@ -342,10 +349,7 @@ def _headers(
                 )
         except _UNREADABLE as exc:
             if on_error == "fail":
-                raise UserError(
-                    f"cannot read image {path}: {_describe(exc)} (choose on-error 'skip' to "
-                    "leave unreadable files out)"
-                ) from None
+                raise UserError(_unreadable_sentence(path, _describe(exc))) from None
             skipped.append(Skipped(str(path), _describe(exc)))
     return headers, skipped
 
