@@ -51,6 +51,8 @@ from ae_anomaly.errors import UserError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 ARRAY_SUFFIXES = (".npy", ".npz")
+# How each array file starts: numpy's format magic, and a zip archive's.
+_ARRAY_MAGIC = {".npy": b"\x93NUMPY", ".npz": b"PK\x03\x04"}
 # Keys tried, in order, in an .npz holding more than one array.
 NPZ_KEYS = ("images", "x", "X")
 TRAIN_DIR = "train"
@@ -466,6 +468,7 @@ def load_array(path: Path | str, *, mmap: bool = False) -> np.ndarray:
     suffix = path.suffix.lower()
     if suffix not in ARRAY_SUFFIXES:
         raise UserError(f"{path} is not an .npy or .npz file")
+    _check_magic(path, _ARRAY_MAGIC[suffix])
     try:
         if suffix == ".npy":
             array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
@@ -482,6 +485,21 @@ def load_array(path: Path | str, *, mmap: bool = False) -> np.ndarray:
     except (OSError, EOFError, zlib.error) as exc:
         raise UserError(f"cannot read {path}: {_describe(exc)}") from None
     return _checked_array(array, path)
+
+
+def _check_magic(path: Path, magic: bytes) -> None:
+    """Refuse a file that does not start like its suffix says, before numpy guesses at it.
+
+    Given other bytes, np.load would try to read the file as a pickle.
+    """
+    try:
+        with path.open("rb") as handle:
+            start = handle.read(len(magic))
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if start != magic:
+        kind = "an .npy file" if magic == _ARRAY_MAGIC[".npy"] else "an .npz (zip) file"
+        raise UserError(f"cannot read {path}: it is not {kind}")
 
 
 def _npz_key(path: Path, keys: list[str]) -> str:
