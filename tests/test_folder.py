@@ -438,16 +438,20 @@ def test_chunk_errors(tmp_path: Path) -> None:
 
 
 def test_streaming_holds_one_chunk(tmp_path: Path, sneakers: dict[str, np.ndarray]) -> None:
-    """3000 files in chunks of 100: peak memory far below what all images would take."""
+    """3000 files read at 64x64 in chunks of 100: peak memory far below all the images'.
+
+    The images are held at the target size (4 KiB each, 12 MB for all); a
+    chunk is 400 KiB. The limit leaves room for the file listing and for
+    Pillow's short-lived objects (together about 1 MB at worst here).
+    """
     n = 3000
-    images = np.resize(sneakers["train"], (n, 28, 28))
-    write_images(tmp_path, list(images))
-    all_images = n * 28 * 28  # bytes of every image as uint8
+    write_images(tmp_path, list(np.resize(sneakers["train"], (n, 28, 28))))
+    all_images = n * 64 * 64  # bytes of every image as uint8 at the target size
     tracemalloc.start()
     try:
         seen = 0
         largest = 0
-        for chunk in iter_image_chunks([tmp_path], (1, 28, 28), chunk_size=100):
+        for chunk in iter_image_chunks([tmp_path], (1, 64, 64), chunk_size=100):
             seen += len(chunk.names)
             largest = max(largest, len(chunk.names))
         _, peak = tracemalloc.get_traced_memory()
