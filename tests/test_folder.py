@@ -21,6 +21,7 @@ from sklearn.metrics import roc_auc_score
 from ae_anomaly import AutoencoderDetector
 from ae_anomaly.data.folder import (
     DEFAULT_MAX_PIXELS,
+    count_images,
     iter_image_chunks,
     list_image_files,
     load_array,
@@ -418,6 +419,15 @@ def test_chunks_cover_files_folders_globs_and_arrays(
     assert names[12] == f"{tmp_path / 'a.npy'}[0]"
     images = np.concatenate([c.images for c in chunks])
     np.testing.assert_array_equal(images[:, 0], sneakers["train"][:18])
+
+
+def test_count_images_reads_array_headers_only(tmp_path: Path) -> None:
+    np.savez(tmp_path / "a.npz", images=np.zeros((7, 4, 4), np.uint8), labels=np.zeros(7))
+    np.savez_compressed(tmp_path / "b.npz", np.zeros((5, 4, 4), np.uint8))
+    np.save(tmp_path / "c.npy", np.zeros((3, 4, 4), np.uint8))
+    write_images(tmp_path / "pngs", [np.zeros((4, 4), np.uint8)] * 2)
+    inputs = [tmp_path / "a.npz", tmp_path / "b.npz", tmp_path / "c.npy", tmp_path / "pngs"]
+    assert count_images(inputs) == 7 + 5 + 3 + 2
 
 
 def test_chunks_resize_and_convert_to_the_shape(tmp_path: Path) -> None:

@@ -37,6 +37,7 @@ import glob
 import os
 import struct
 import warnings
+import zipfile
 import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
@@ -610,8 +611,29 @@ def count_images(inputs: Iterable[Path | str]) -> int:
     """How many images ``inputs`` hold (array files count their rows), for a progress total."""
     total = 0
     for path in iter_input_files(inputs):
-        total += len(load_array(path, mmap=True)) if _is_array(path) else 1
+        total += _array_length(path) if _is_array(path) else 1
     return total
+
+
+def _array_length(path: Path) -> int:
+    """Rows in an array file, from its header only: an .npz member is not decompressed."""
+    if path.suffix.lower() == ".npy":
+        return len(load_array(path, mmap=True))
+    _check_magic(path, _ARRAY_MAGIC[".npz"])
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = {n.removesuffix(".npy"): n for n in archive.namelist()}
+            with archive.open(members[_npz_key(path, list(members))]) as member:
+                version = np.lib.format.read_magic(member)
+                reader = (
+                    np.lib.format.read_array_header_1_0
+                    if version == (1, 0)
+                    else np.lib.format.read_array_header_2_0
+                )
+                shape = reader(member)[0]
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise UserError(f"cannot read {path}: {_describe(exc)}") from None
+    return int(shape[0]) if shape else 0
 
 
 def _is_array(path: Path) -> bool:
@@ -631,8 +653,9 @@ def iter_image_chunks(
 
     Image files are converted and resized to ``shape``; arrays must already
     have it (uint8 or float in [0, 1]). Only one chunk of images is held at a
-    time (``.npy`` files are memory-mapped). Skipped files are appended to
-    ``skipped`` as they happen.
+    time: ``.npy`` files are memory-mapped, but an ``.npz`` is read whole (a
+    zip member cannot be mapped), so very large arrays belong in ``.npy``.
+    Skipped files are appended to ``skipped`` as they happen.
     """
     if chunk_size < 1:
         raise UserError(f"the chunk size must be at least 1, got {chunk_size}")
