@@ -189,6 +189,18 @@ def test_grey_images_as_colour(tmp_path: Path) -> None:
         np.testing.assert_array_equal(read.images[0, c], image)
 
 
+def test_exif_orientation_is_applied(tmp_path: Path) -> None:
+    stored = np.zeros((4, 8), np.uint8)
+    stored[0, 0] = 255  # top-left as stored; a camera turned by 90 degrees says so in EXIF
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown turned 90 degrees clockwise
+    (tmp_path / "train").mkdir()
+    Image.fromarray(stored).save(tmp_path / "train" / "photo.png", exif=exif)
+    data = load_image_folder(tmp_path)
+    assert data.train_images.shape == (1, 1, 8, 4)  # the shown size is the default size
+    np.testing.assert_array_equal(data.train_images[0, 0], np.rot90(stored, k=-1))
+
+
 def test_sixteen_bit_png_is_scaled_not_clipped(tmp_path: Path) -> None:
     values = np.array([[0, 257, 65535, 32896]], dtype=np.uint16)
     Image.fromarray(values).save(tmp_path / "deep.png")

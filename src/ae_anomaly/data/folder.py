@@ -9,7 +9,8 @@ suffixes are ignored)::
       test/normal/      optional: normal test images (label 0)
       test/<kind>/      optional: anomalies of that kind (label 1), any name but "normal"
 
-Images may be PNG, JPEG, BMP or TIFF, grey or colour. Every image is
+Images may be PNG, JPEG, BMP or TIFF, grey or colour; a photo's EXIF
+orientation is applied, so images are read the way viewers show them. Every image is
 converted to the chosen channel count (by default the one all training
 images share; a mix is refused) and resized to the chosen size (by default
 the most common size in ``train/``) as it is read, so memory holds N images
@@ -46,7 +47,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ae_anomaly.errors import UserError
 
@@ -94,6 +95,7 @@ class _TooLarge(Exception):
 
 # Every exception that makes one file unreadable (rather than the whole read wrong).
 _UNREADABLE: tuple[type[BaseException], ...] = (*_DECODE_ERRORS, _TooLarge)
+_EXIF_ORIENTATION = 0x0112
 # Pillow modes that hold one grey channel; every other mode is read as RGB.
 _GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
 _SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
@@ -223,6 +225,16 @@ def _open(path: Path, max_pixels: int) -> Image.Image:
     return image
 
 
+def _upright_size(image: Image.Image) -> Size:
+    """(height, width) as the image is shown: EXIF orientations 5-8 turn it by 90 degrees.
+
+    Cameras store photos as taken and record the turn in EXIF; read_image
+    applies it, so the most common size must be counted the same way.
+    """
+    turned = image.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8)
+    return (image.width, image.height) if turned else (image.height, image.width)
+
+
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, Image.DecompressionBombError):
         return f"it is a possible decompression bomb ({exc})"
@@ -271,11 +283,13 @@ def read_image(
     Raises the decoder's exception (or ``_TooLarge``) for an unreadable file;
     ``read_images`` turns those into a UserError or a skip.
     """
-    height, width = size
+    side = max(size)
     with _open(Path(path), max_pixels) as image:
-        # A JPEG can decode straight to a smaller scale: much less memory for big photos.
-        image.draft("L" if channels == 1 else "RGB", (width, height))
-        converted = _resized(_to_mode(image, channels), size)
+        # A JPEG can decode straight to a smaller scale: much less memory for big
+        # photos. Square, because the EXIF rotation below may swap the sides.
+        image.draft("L" if channels == 1 else "RGB", (side, side))
+        upright = ImageOps.exif_transpose(image)
+        converted = _resized(_to_mode(upright, channels), size)
         pixels = np.asarray(converted, dtype=np.uint8)
     if pixels.ndim == 2:
         return pixels[None]
@@ -347,9 +361,7 @@ def _headers(
     for path in paths:
         try:
             with _open(path, max_pixels) as image:
-                headers.append(
-                    _Header(path, image_channels(image.mode), (image.height, image.width))
-                )
+                headers.append(_Header(path, image_channels(image.mode), _upright_size(image)))
         except _UNREADABLE as exc:
             if on_error == "fail":
                 raise UserError(_unreadable_sentence(path, _describe(exc))) from None
