@@ -66,4 +66,6 @@ def mnist(shared_data_dir: Path) -> Dataset:
 @pytest.fixture(scope="session")
 def fashion(shared_data_dir: Path) -> Dataset:
     """Real Fashion-MNIST, loaded once for the whole session."""
+    if not (shared_data_dir / "fashion-mnist").is_dir():
+        pytest.skip(f"Fashion-MNIST not found under {shared_data_dir}")
     return sources.load_dataset("fashion-mnist", data_dir=shared_data_dir, download=False)

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import gc
 import json
+import pickle
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 from sklearn.base import clone
 from sklearn.metrics import roc_auc_score
 
@@ -18,6 +22,7 @@ from ae_anomaly.detector import (
     FORMAT_NAME,
     FORMAT_VERSION,
     META_FILE,
+    VALIDATION_SCORES_KEY,
     WEIGHTS_FILE,
     AutoencoderDetector,
 )
@@ -363,6 +368,11 @@ def _set(key: str, value: Any) -> Any:
     return lambda meta: meta.__setitem__(key, value)
 
 
+def _model(name: Any) -> Any:
+    """Change the model name where detector.json holds it: top level and params."""
+    return lambda meta: (meta.__setitem__("model", name), meta["params"].update(model=name))
+
+
 def _drop(key: str) -> Any:
     return lambda meta: meta.pop(key)
 
@@ -382,6 +392,29 @@ def _drop(key: str) -> Any:
         (_set("input_shape", ["a", 28, 28]), "missing or has a bad field"),
         (_set("threshold", {"rule": "percentile:95", "value": "high"}), "bad field"),
         (lambda meta: meta["params"].update(colour="red"), "bad field"),
+        (_model("transformer"), "unknown model 'transformer'"),
+        (_model(7), "bad field"),
+        (lambda meta: meta["params"].update(epochs="many"), "bad field"),
+        (lambda meta: meta["params"].update(threshold="top5%"), "bad field"),
+        (lambda meta: meta["params"].update(model_args=[16, 32]), "bad field"),
+        (lambda meta: meta["params"].update(model_args={"width": 3}), "no usable model"),
+        (_set("params", [1, 2]), "bad field"),
+        (_set("score", "ssim"), "bad field"),
+        (_set("model", "fc-small"), "bad field"),
+        (_set("input_shape", [1, 28]), "bad field"),
+        (_set("input_shape", [1, -28, 28]), "bad field"),
+        (_set("input_shape", [1.0, 28, 28]), "bad field"),
+        (_set("input_shape", "1x28x28"), "bad field"),
+        (_set("threshold", {"rule": "percentile:95", "value": -0.5}), "bad field"),
+        (_set("threshold", {"rule": "percentile:95", "value": float("nan")}), "bad field"),
+        (_set("threshold", {"rule": "percentile:95", "value": float("inf")}), "bad field"),
+        (_set("threshold", {"rule": "percentile:95", "value": True}), "bad field"),
+        (_set("threshold", 0.02), "bad field"),
+        (_set("training", {"history": "none", "best_epoch": 1}), "bad field"),
+        (_set("training", {"history": [], "best_epoch": "1"}), "bad field"),
+        (_set("input_shape", [3, 28, 28]), "does not match the model"),
+        (lambda meta: meta["params"].update(model_args={"channels": [8, 16]}), "does not match"),
+        (_model("conv-strided"), "does not match"),
     ],
     ids=[
         "wrong-format",
@@ -396,6 +429,29 @@ def _drop(key: str) -> Any:
         "bad-input-shape",
         "bad-threshold-value",
         "unknown-param",
+        "unknown-model",
+        "model-not-a-string",
+        "epochs-not-a-number",
+        "bad-threshold-rule",
+        "model-args-not-a-mapping",
+        "unknown-model-argument",
+        "params-not-a-mapping",
+        "score-differs-from-params",
+        "model-differs-from-params",
+        "two-dimensional-shape",
+        "negative-size",
+        "float-channels",
+        "shape-as-string",
+        "negative-threshold",
+        "nan-threshold",
+        "infinite-threshold",
+        "boolean-threshold",
+        "threshold-not-a-mapping",
+        "history-not-a-list",
+        "best-epoch-as-string",
+        "shape-with-other-channels",
+        "wider-channels-than-the-weights",
+        "other-model-than-the-weights",
     ],
 )
 def test_tampered_metadata_is_a_user_error(
@@ -404,6 +460,52 @@ def test_tampered_metadata_is_a_user_error(
     folder = tamper(saved, tmp_path, change)
     with pytest.raises(UserError, match=message):
         AutoencoderDetector.load(folder, device="cpu")
+
+
+def test_tampered_error_is_one_sentence(saved: Path, tmp_path: Path) -> None:
+    folder = tamper(saved, tmp_path, _set("input_shape", [3, 28, 28]))
+    with pytest.raises(UserError) as caught:
+        AutoencoderDetector.load(folder, device="cpu")
+    assert "\n" not in str(caught.value)
+    assert "has shape" in str(caught.value)
+
+
+def test_image_size_that_does_not_match_dense_weights(mnist: Dataset, tmp_path: Path) -> None:
+    # A convolutional network's weights fit any image size; a dense one's fix it.
+    saved = small_detector(model="fc-small", model_args=None).fit(mnist.train_images[:50])
+    folder = tamper(saved.save(tmp_path / "fc"), tmp_path, _set("input_shape", [1, 32, 32]))
+    with pytest.raises(UserError, match=r"has shape \(784,\), the model needs \(1024,\)"):
+        AutoencoderDetector.load(folder, device="cpu")
+
+
+def test_validation_scores_that_are_not_finite(saved: Path, tmp_path: Path) -> None:
+    folder = tamper(saved, tmp_path, lambda meta: None)
+    state = load_file(str(saved / WEIGHTS_FILE))
+    state[VALIDATION_SCORES_KEY][0] = float("nan")
+    save_file(state, str(folder / WEIGHTS_FILE))
+    with pytest.raises(UserError, match="validation scores"):
+        AutoencoderDetector.load(folder, device="cpu")
+    del state[VALIDATION_SCORES_KEY]
+    save_file(state, str(folder / WEIGHTS_FILE))
+    with pytest.raises(UserError, match="no validation scores"):
+        AutoencoderDetector.load(folder, device="cpu")
+
+
+def test_loading_never_unpickles(
+    saved: Path, fitted: AutoencoderDetector, probe: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("load() unpickled something")
+
+    for module, name in [
+        (pickle, "load"),
+        (pickle, "loads"),
+        (pickle, "Unpickler"),
+        (torch, "load"),
+    ]:
+        monkeypatch.setattr(module, name, refuse)
+    loaded = AutoencoderDetector.load(saved, device="cpu")
+    assert np.array_equal(loaded.score_samples(probe), fitted.score_samples(probe))
 
 
 def test_metadata_that_is_not_json_or_not_a_mapping(saved: Path, tmp_path: Path) -> None:
@@ -456,6 +558,32 @@ def test_set_params_returns_self_and_changes_params() -> None:
     assert (detector.epochs, detector.score) == (9, "mae")
     with pytest.raises(ValueError, match="colour"):
         detector.set_params(colour="red")
+
+
+def test_package_exports_the_detector() -> None:
+    import ae_anomaly
+
+    assert ae_anomaly.AutoencoderDetector is AutoencoderDetector
+    assert "AutoencoderDetector" in ae_anomaly.__all__
+    with pytest.raises(AttributeError):
+        ae_anomaly.NoSuchThing  # noqa: B018
+
+
+def test_importing_the_package_does_not_load_torch() -> None:
+    code = "import sys, ae_anomaly; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_clone_of_unfitted_detector_from_the_package() -> None:
+    from ae_anomaly import AutoencoderDetector as Exported
+
+    original = Exported(model="conv-bn", epochs=30, threshold="percentile:95")
+    copy = clone(original)
+    assert copy is not original
+    assert copy.get_params() == original.get_params()
+    assert copy.set_params(epochs=2).epochs == 2
+    assert original.epochs == 30
 
 
 def test_clone_copies_params_not_fitted_state(fitted: AutoencoderDetector) -> None:

@@ -123,7 +123,8 @@ def _check_same_plan(work: Path, config: RunConfig, plan: dict[str, Any]) -> Non
         saved = validate_config(read_yaml(work / CONFIG_FILE))
         if _comparable(saved) != _comparable(config):
             raise UserError(
-                f"cannot resume {work} with a different config; only the device and data folder may change"
+                f"cannot resume {work} with a different config; "
+                "only the device and the data folder may change"
             )
     if (work / PLAN_FILE).exists():
         saved_plan = json.loads((work / PLAN_FILE).read_text())

@@ -14,7 +14,8 @@ threshold, training summary, package version); loading never unpickles.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+import math
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -262,27 +263,41 @@ class AutoencoderDetector(BaseEstimator):  # type: ignore[misc]
 
     @classmethod
     def load(cls, directory: str | Path, device: str = "auto") -> AutoencoderDetector:
-        """Load a detector written by ``save``; scores match the saved one's exactly."""
+        """Load a detector written by ``save``; scores match the saved one's exactly.
+
+        Reads JSON and safetensors only, never pickle. Every field is checked,
+        so that a hand-edited or foreign detector.json ends in one sentence.
+        """
         folder = Path(directory)
-        meta = _read_metadata(folder / META_FILE)
+        meta_path = folder / META_FILE
+        meta = _read_metadata(meta_path)
         try:
-            detector = cls(**{**meta["params"], "device": device})
-            detector.input_shape_ = tuple(int(d) for d in meta["input_shape"])
-            detector.threshold_ = float(meta["threshold"]["value"])
-            detector.history_ = list(meta["training"]["history"])
-            detector.best_epoch_ = int(meta["training"]["best_epoch"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise UserError(f"{folder / META_FILE} is missing or has a bad field: {exc}") from None
-        detector.device_ = select_device(device)
-        network = build_model(detector.model, detector.input_shape_, **(detector.model_args or {}))
+            fields = _checked_fields(meta)
+            detector = cls(**{**fields.params, "device": device})
+            detector._checked_training()  # the same rules as fit()
+            parse_threshold(detector.threshold)
+        except (KeyError, TypeError, ValueError, UserError) as exc:
+            reason = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
+            raise UserError(f"{meta_path} is missing or has a bad field ({reason})") from None
+        detector.input_shape_ = fields.input_shape
+        detector.threshold_ = fields.threshold
+        detector.history_ = fields.history
+        detector.best_epoch_ = fields.best_epoch
         try:
-            state = load_file(str(folder / WEIGHTS_FILE))
-            detector.validation_scores_ = state.pop(VALIDATION_SCORES_KEY).numpy()
-            network.load_state_dict(state)
-        except KeyError:
-            raise UserError(f"{folder / WEIGHTS_FILE} holds no validation scores") from None
+            network = build_model(
+                detector.model, detector.input_shape_, **(detector.model_args or {})
+            )
+        except UserError as exc:
+            raise UserError(f"{meta_path} describes no usable model: {exc}") from None
+        weights_path = folder / WEIGHTS_FILE
+        try:
+            state = load_file(str(weights_path))
         except (SafetensorError, OSError, RuntimeError) as exc:
-            raise UserError(f"cannot load weights from {folder / WEIGHTS_FILE}: {exc}") from None
+            raise UserError(f"cannot load weights from {weights_path}: {exc}") from None
+        detector.validation_scores_ = _validation_scores(state, weights_path)
+        _check_state_matches(network, state, weights_path, meta_path)
+        network.load_state_dict(state)
+        detector.device_ = select_device(device)
         detector.model_ = _placed(network, detector.device_)
         detector.model_.eval()
         return detector
@@ -311,6 +326,95 @@ def _read_metadata(path: Path) -> dict[str, Any]:
             f"this ae-anomaly ({__version__}) reads version {FORMAT_VERSION}"
         )
     return meta
+
+
+@dataclass(frozen=True)
+class _Fields:
+    """The fields of detector.json that ``load`` uses, checked for type and range."""
+
+    params: dict[str, Any]
+    input_shape: tuple[int, int, int]
+    threshold: float
+    history: list[dict[str, Any]]
+    best_epoch: int
+
+
+def _checked_fields(meta: dict[str, Any]) -> _Fields:
+    """detector.json's fields, or a KeyError / TypeError / ValueError saying which is bad."""
+    params = meta["params"]
+    if not isinstance(params, dict):
+        raise TypeError("params must be a mapping")
+    unknown = sorted(set(params) - set(AutoencoderDetector().get_params()))
+    if unknown:
+        raise ValueError(f"unknown params {', '.join(map(str, unknown))}")
+    if not isinstance(params.get("model"), str):
+        raise TypeError("params.model must be a model name")
+    if params.get("model_args") is not None and not isinstance(params["model_args"], dict):
+        raise TypeError("params.model_args must be a mapping")
+    for key in ("model", "score"):
+        if key in meta and meta[key] != params.get(key):
+            raise ValueError(f"{key} {meta[key]!r} differs from params.{key} {params.get(key)!r}")
+    shape = meta["input_shape"]
+    if not (
+        isinstance(shape, list) and len(shape) == 3 and all(_is_int(d) and d > 0 for d in shape)
+    ):
+        raise ValueError(f"input_shape must be three positive integers (C, H, W), got {shape!r}")
+    threshold = meta["threshold"]["value"]
+    if not _is_number(threshold) or not math.isfinite(threshold) or threshold < 0:
+        raise ValueError(f"threshold.value must be a finite number >= 0, got {threshold!r}")
+    training = meta["training"]
+    history, best_epoch = training["history"], training["best_epoch"]
+    if not isinstance(history, list) or not all(isinstance(r, dict) for r in history):
+        raise TypeError("training.history must be a list of mappings")
+    if not _is_int(best_epoch) or best_epoch < 0:
+        raise ValueError(f"training.best_epoch must be an integer >= 0, got {best_epoch!r}")
+    return _Fields(
+        params=params,
+        input_shape=(shape[0], shape[1], shape[2]),
+        threshold=float(threshold),
+        history=list(history),
+        best_epoch=best_epoch,
+    )
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _validation_scores(state: dict[str, torch.Tensor], path: Path) -> np.ndarray:
+    scores = state.pop(VALIDATION_SCORES_KEY, None)
+    if scores is None:
+        raise UserError(f"{path} holds no validation scores")
+    if scores.ndim != 1 or not scores.is_floating_point() or not bool(torch.isfinite(scores).all()):
+        raise UserError(f"{path} holds validation scores that are not a list of finite numbers")
+    return scores.numpy()
+
+
+def _check_state_matches(
+    network: nn.Module, state: dict[str, torch.Tensor], weights_path: Path, meta_path: Path
+) -> None:
+    """Refuse weights whose tensors differ in name or shape from the model the JSON describes."""
+    expected = {k: tuple(v.shape) for k, v in network.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in state.items()}
+    missing = sorted(set(expected) - set(found))
+    extra = sorted(set(found) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(found) if expected[k] != found[k])
+    if missing or extra:
+        name = (missing or extra)[0]
+        problem = "lacks" if missing else "has an unexpected"
+        raise UserError(
+            f"{weights_path} does not match the model in {meta_path}: it {problem} tensor '{name}'"
+        )
+    if wrong:
+        name = wrong[0]
+        raise UserError(
+            f"{weights_path} does not match the model in {meta_path}: tensor '{name}' has "
+            f"shape {found[name]}, the model needs {expected[name]}"
+        )
 
 
 def detector_from_config(config: RunConfig) -> AutoencoderDetector:

@@ -1,4 +1,4 @@
-"""A progress bar for training: one bar per epoch with the running loss."""
+"""Progress bars: one per training epoch with the running loss, and a plain count of items done."""
 
 from __future__ import annotations
 
@@ -65,3 +65,33 @@ class RichProgress:
             self._progress.update(
                 self._task, loss=f"{record.train_loss:.5f}  val {record.val_loss:.5f}"
             )
+
+
+class CountProgress:
+    """A bar counting items done out of a known total (e.g. images scored); a context manager."""
+
+    def __init__(self, console: Console, total: int | None, description: str) -> None:
+        self._progress = Progress(
+            TextColumn(description),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+        )
+        self._task = self._progress.add_task(description, total=total)
+
+    def __enter__(self) -> CountProgress:
+        self._progress.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._progress.stop()
+
+    def advance(self, count: int) -> None:
+        self._progress.update(self._task, advance=count)

@@ -1,0 +1,109 @@
+"""Exporting a fitted detector to ONNX, for scoring without Python or PyTorch.
+
+The exported graph takes ``images``: float32 (N, C, H, W) with values in
+[0, 1] (uint8 pixels divided by 255), N dynamic, and returns ``score`` (N,),
+the per-image anomaly score of the detector's score kind, and
+``reconstruction`` (N, C, H, W). The threshold, score kind and input shape
+are stored in the model's metadata (``metadata_props``); an image is an
+anomaly when its score is above the threshold.
+
+Needs the optional packages of the ``onnx`` extra (``pip install
+'ae-anomaly[onnx]'``). torch's TorchScript-based exporter is used: it needs
+no further packages and handles every model here.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ae_anomaly import __version__
+from ae_anomaly.detector import AutoencoderDetector
+from ae_anomaly.errors import UserError
+from ae_anomaly.fileio import write_bytes
+from ae_anomaly.scoring import image_scores
+
+# Opset 17 is read by every onnxruntime since 1.11 and covers every op used here.
+OPSET = 17
+INPUT_NAME = "images"
+OUTPUT_NAMES = ("score", "reconstruction")
+EXPORT_FORMATS = ("onnx",)
+
+
+class ScoringModel(nn.Module):
+    """The autoencoder followed by the per-image score: images -> (score, reconstruction)."""
+
+    def __init__(self, model: nn.Module, score: str) -> None:
+        super().__init__()
+        self.model = model
+        self.score = score
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        reconstruction = self.model(images)
+        return image_scores(images, reconstruction, self.score), reconstruction
+
+
+def require_onnx() -> None:
+    """Raise a UserError naming the extra to install when onnx is missing."""
+    if importlib.util.find_spec("onnx") is None:
+        raise UserError(
+            "ONNX export needs the onnx package; install it with: pip install 'ae-anomaly[onnx]'"
+        )
+
+
+def onnx_bytes(detector: AutoencoderDetector) -> bytes:
+    """The detector as a serialized ONNX model (see the module docstring)."""
+    require_onnx()
+    import onnx
+
+    network = copy.deepcopy(detector._fitted_model()).cpu()
+    # The saved layout (channels_last) is a CPU speed trick; the graph wants plain NCHW.
+    network = network.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+    wrapper = ScoringModel(network, detector.score).eval()
+    example = torch.rand(2, *detector.input_shape_)
+    dynamic = {name: {0: "batch"} for name in (INPUT_NAME, *OUTPUT_NAMES)}
+    with tempfile.TemporaryDirectory() as scratch, warnings.catch_warnings():
+        # The TorchScript-based exporter is deprecated in favour of the
+        # torch.export one, which needs onnxscript; it still works and is stable here.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            wrapper,
+            (example,),
+            Path(scratch) / "model.onnx",
+            dynamo=False,
+            input_names=[INPUT_NAME],
+            output_names=list(OUTPUT_NAMES),
+            dynamic_axes=dynamic,
+            opset_version=OPSET,
+        )
+        model = onnx.load(Path(scratch) / "model.onnx")
+    metadata = {
+        "ae_anomaly_version": __version__,
+        "model": detector.model,
+        "score": detector.score,
+        "threshold": repr(float(detector.threshold_)),
+        "threshold_rule": detector.threshold,
+        "input_shape": json.dumps(list(detector.input_shape_)),
+        "pixel_range": "[0, 1]; uint8 pixels are divided by 255",
+    }
+    onnx.helper.set_model_props(model, metadata)
+    onnx.checker.check_model(model)
+    return bytes(model.SerializeToString())
+
+
+def export_onnx(detector: AutoencoderDetector, path: Path | str) -> Path:
+    """Write the detector as ONNX to ``path`` (atomically); return the path."""
+    path = Path(path)
+    data = onnx_bytes(detector)
+    try:
+        write_bytes(path, data)
+    except OSError as exc:
+        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
+    return path
