@@ -12,7 +12,8 @@ import sys
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO, cast, get_origin
+from types import UnionType
+from typing import TYPE_CHECKING, Any, TextIO, Union, cast, get_args, get_origin
 
 import click
 import yaml
@@ -72,8 +73,7 @@ def parse_overrides(raw: dict[str, str | None]) -> dict[str, Any]:
     for name, text in raw.items():
         if text is None:
             continue
-        is_list = get_origin(leaves[name][1].annotation) is list
-        if is_list and not text.lstrip().startswith("["):
+        if _is_list(leaves[name][1].annotation) and not text.lstrip().startswith("["):
             text = f"[{text}]"
         try:
             overrides[name] = yaml.safe_load(text)
@@ -82,6 +82,12 @@ def parse_overrides(raw: dict[str, str | None]) -> dict[str, Any]:
                 f"--{name.replace('_', '-')}: cannot read {text!r} as a value"
             ) from None
     return overrides
+
+
+def _is_list(annotation: Any) -> bool:
+    """True for ``list[...]`` and ``list[...] | None``: a flag value "1,2" means [1, 2]."""
+    options = get_args(annotation) if get_origin(annotation) in (Union, UnionType) else ()
+    return get_origin(annotation) is list or any(get_origin(a) is list for a in options)
 
 
 def experiment_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -134,8 +140,16 @@ def run(
     with listener or contextlib.nullcontext():
         result = run_experiment(config, out, overwrite=overwrite, resume=resume, listener=listener)
     if not quiet:
-        summary = print_ranking if config.scenario == "unsupervised" else print_summary
+        summary = print_summary if "at_threshold" in result.metrics else print_ranking
         summary(Console(), result.metrics, result.folder, result.seconds)
+    skipped = result.metrics.get("skipped_files", [])
+    if skipped:
+        # On stderr and even with --quiet: images left out change what was measured.
+        Console(stderr=True).print(
+            f"skipped {len(skipped)} unreadable file(s), listed in metrics.json; first: "
+            f"{skipped[0]}",
+            highlight=False,
+        )
 
 
 def _resume_config(out: Path | None, config_path: Path | None) -> Path:
@@ -193,6 +207,15 @@ def print_summary(console: Console, metrics: dict[str, Any], folder: Path, secon
 def print_ranking(console: Console, metrics: dict[str, Any], folder: Path, seconds: float) -> None:
     """The unsupervised ranking: per label, how many of the top 1% it holds."""
     table = Table(title=f"Ranking ({seconds:.0f} s): labels for reading only")
+    if not metrics["by_label"]:
+        table = Table(title=f"Most anomalous of {metrics['n_images']['train']} images")
+        for column in ("rank", "file", "score"):
+            table.add_column(column)
+        for r in metrics["most_anomalous"]:
+            table.add_row(str(r["rank"]), r.get("path", str(r["index"])), f"{r['score']:.4g}")
+        console.print(table)
+        console.print(f"report: {folder / 'report.html'}")
+        return
     for column in ("label", "n", "mean score", "in top 1%", "share of top", "lift"):
         table.add_column(column, justify="left" if column == "label" else "right")
     for name, row in metrics["by_label"].items():

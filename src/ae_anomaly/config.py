@@ -23,12 +23,19 @@ from pydantic import (
     model_validator,
 )
 
+from ae_anomaly.data.sources import dataset_names
 from ae_anomaly.errors import UserError
 from ae_anomaly.thresholds import parse_threshold
 
 CORRUPTION_KINDS = ("clean", "noise", "rotation", "noise+rotation")
-SCENARIOS = ("corruptions", "one-class", "unsupervised")
-Scenario = Literal["corruptions", "one-class", "unsupervised"]
+SCENARIOS = ("corruptions", "one-class", "unsupervised", "folder")
+Scenario = Literal["corruptions", "one-class", "unsupervised", "folder"]
+ARRAY_SUFFIXES = (".npy", ".npz")
+
+
+def is_dataset_path(dataset: str) -> bool:
+    """True when ``dataset`` names a folder or array file rather than a registered dataset."""
+    return dataset not in dataset_names()
 
 
 class _Section(BaseModel):
@@ -38,7 +45,11 @@ class _Section(BaseModel):
 
 
 class DataConfig(_Section):
-    dataset: str = Field("mnist", description="dataset name (see `ae-anomaly datasets`)")
+    dataset: str = Field(
+        "mnist",
+        description="dataset name (see `ae-anomaly datasets`), or a folder of your own images "
+        "(train/, optional test/normal/ and test/<kind>/) or a .npy/.npz array of them",
+    )
     data_dir: Path | None = Field(
         None, description="folder holding <dataset>/ with the IDX files; searched first"
     )
@@ -57,6 +68,29 @@ class DataConfig(_Section):
         description="one-class scenario: the class learnt as normal (e.g. 7 = Sneaker in "
         "fashion-mnist); every other class is an anomaly",
     )
+
+    image_size: list[StrictInt] | None = Field(
+        None,
+        min_length=2,
+        max_length=2,
+        description="image folders: resize every image to [height, width]; default: the most "
+        "common size in train/",
+    )
+    channels: Literal[1, 3] | None = Field(
+        None, description="image folders: 1 (grey) or 3 (colour); default: what train/ holds"
+    )
+    on_unreadable: Literal["fail", "skip"] = Field(
+        "fail",
+        description="image folders: stop at a file that cannot be read (fail) or skip it and "
+        "count it (skip)",
+    )
+
+    @field_validator("image_size")
+    @classmethod
+    def _valid_size(cls, size: list[int] | None) -> list[int] | None:
+        if size is not None and min(size) < 1:
+            raise ValueError("height and width must be positive")
+        return size
 
 
 class TrainingConfig(_Section):
@@ -169,7 +203,8 @@ class RunConfig(_Section):
     scenario: Scenario = Field(
         "corruptions",
         description="experiment: corruptions (synthetic anomalies), one-class (one class "
-        "normal, the others anomalies) or unsupervised (rank every image, labels ignored)",
+        "normal, the others anomalies), unsupervised (rank every image, labels ignored) or "
+        "folder (your own images; the default when dataset is a path)",
     )
     seed: StrictInt = Field(
         0, ge=0, description="seed of every random choice: same seed, same scores"
@@ -196,8 +231,35 @@ class RunConfig(_Section):
             raise ValueError("use auto, cpu, cuda, cuda:N or mps")
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_scenario(cls, data: Any) -> Any:
+        """A dataset given as a path means the folder scenario, unless one is named."""
+        if isinstance(data, dict) and "scenario" not in data:
+            section = data.get("data")
+            dataset = section.get("dataset") if isinstance(section, dict) else None
+            if isinstance(dataset, str) and is_dataset_path(dataset):
+                return {**data, "scenario": "folder"}
+        return data
+
     @model_validator(mode="after")
     def _scenario_fields(self) -> RunConfig:
+        own_images = is_dataset_path(self.data.dataset)
+        if own_images and self.scenario != "folder":
+            raise ValueError(
+                f"the {self.scenario} scenario needs a named dataset "
+                f"({', '.join(dataset_names())}); {self.data.dataset!r} is a path: "
+                "use the folder scenario"
+            )
+        if self.scenario == "folder" and not own_images:
+            raise ValueError(
+                "the folder scenario needs a folder or .npy/.npz file as dataset, "
+                f"not the named dataset {self.data.dataset!r}"
+            )
+        folder_only = ("image_size", "channels")
+        for name in folder_only:
+            if not own_images and getattr(self.data, name) is not None:
+                raise ValueError(f"data.{name} is only used with image folders")
         if self.scenario == "one-class" and self.data.normal_class is None:
             raise ValueError("the one-class scenario needs data.normal_class (--normal-class)")
         if self.scenario != "one-class" and self.data.normal_class is not None:

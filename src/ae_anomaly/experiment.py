@@ -19,16 +19,18 @@ from typing import Any
 import numpy as np
 import yaml
 
-from ae_anomaly.config import RunConfig, read_yaml
+from ae_anomaly.config import DataConfig, RunConfig, read_yaml
+from ae_anomaly.data.folder import FolderDataset, load_image_source
 from ae_anomaly.data.scenarios import (
     ScenarioData,
     TestSet,
     corruptions_scenario,
+    folder_scenario,
     labelled_test,
     one_class_scenario,
     unsupervised_scenario,
 )
-from ae_anomaly.data.sources import load_dataset
+from ae_anomaly.data.sources import dataset_names, load_dataset
 from ae_anomaly.detector import AutoencoderDetector, detector_from_config
 from ae_anomaly.errors import UserError
 from ae_anomaly.evaluation import evaluate
@@ -68,6 +70,11 @@ def run_experiment(
     if resume:
         check_resumable(folder, config)
     data = prepare_data(config)
+    if data.test is None and config.detector.threshold_data == "test-normal":
+        raise UserError(
+            f"threshold_data test-normal needs normal test images; {config.data.dataset} "
+            "has no test/normal/ folder"
+        )
     # Build the network once before any folder exists, so an unusable model or
     # image size fails without leaving anything behind.
     build_model(config.model, tuple(data.train.shape[1:]), **config.model_args)
@@ -83,8 +90,9 @@ def run_experiment(
         if not checkpoint_dir.exists():
             folder.discard()
         raise
-    write_results = write_ranking if config.scenario == "unsupervised" else write_artefacts
+    write_results = write_artefacts if data.test is not None else write_ranking
     metrics = write_results(folder.work, config, data, detector)
+    metrics["skipped_files"] = list(data.skipped)
     metrics["seconds"] = time.perf_counter() - started
     write_json(folder.work / "metrics.json", metrics)
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
@@ -92,12 +100,27 @@ def run_experiment(
 
 
 def prepare_data(config: RunConfig) -> ScenarioData:
+    if config.scenario == "folder":
+        return folder_scenario(load_own_images(config.data), config.data, config.seed)
     dataset = load_dataset(config.data.dataset, config.data.data_dir)
     if config.scenario == "one-class":
         return one_class_scenario(dataset, config.data, config.seed)
     if config.scenario == "unsupervised":
         return unsupervised_scenario(dataset, config.data, config.seed)
     return corruptions_scenario(dataset, config.data, config.corruptions, config.seed)
+
+
+def load_own_images(data: DataConfig) -> FolderDataset:
+    """The folder or array file named by ``data.dataset``, read as the config says."""
+    path = Path(data.dataset).expanduser()
+    if not path.exists():
+        raise UserError(
+            f"there is no dataset named {data.dataset!r} ({', '.join(dataset_names())}) "
+            f"and no folder or file at {path}"
+        )
+    return load_image_source(
+        path, size=data.image_size, channels=data.channels, on_error=data.on_unreadable
+    )
 
 
 def check_resumable(folder: RunFolder, config: RunConfig) -> None:
@@ -209,6 +232,8 @@ def scores_csv(
         "class": test.source_label,
         "kind": test.kinds,
     }
+    if test.paths is not None:
+        columns["path"] = test.paths
     if corruption_columns:
         columns |= {
             "severity": [f"{v:g}" for v in severity(test)],

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -24,8 +25,6 @@ from ae_anomaly.fileio import write_text
 from ae_anomaly.report import Plot, figure_png, html_table, plot_loss, render_page, write_page
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from ae_anomaly.config import RunConfig
     from ae_anomaly.detector import AutoencoderDetector
 
@@ -52,17 +51,18 @@ def write_ranking(
     metrics["training"] = detector.training_summary()
     detector.save(folder / "detector")
     write_text(folder / "scores.csv", ranking_csv(ranked, scores, ranks))
+    by_label = ranked.label is not None
     plots = [
         *([_plot("loss.png", plot_loss(detector.history_))] if detector.history_ else []),
         _plot("scores.png", plot_score_histogram(scores, ranked.split, threshold, ranks)),
-        _plot("scores_by_label.png", plot_scores_by_label(scores, ranked)),
-        _plot("top_share.png", plot_top_share(metrics)),
+        *([_plot("scores_by_label.png", plot_scores_by_label(scores, ranked))] if by_label else []),
+        *([_plot("top_share.png", plot_top_share(metrics))] if by_label else []),
         _plot("most_anomalous.png", plot_image_grid(detector, ranked, scores, order[:k])),
         _plot(
             "most_typical.png", plot_image_grid(detector, ranked, scores, order[::-1][:k].copy())
         ),
     ]
-    title = f"ae-anomaly: unsupervised ranking of {config.data.dataset}"
+    title = f"ae-anomaly: {config.scenario} ranking of {config.data.dataset}"
     config_text = yaml.safe_dump(config.to_dict(), sort_keys=False)
     write_page(folder, plots, render_page(title, _sections(metrics), plots, config_text))
     return metrics
@@ -75,7 +75,7 @@ def ranking_metrics(
     n_top = max(1, round(len(scores) * TOP_SHARE))
     in_top = ranks <= n_top
     by_label: dict[str, Any] = {}
-    for label in np.unique(ranked.label):
+    for label in np.unique(ranked.label) if ranked.label is not None else []:
         mine = ranked.label == label
         share_of_all = float(mine.mean())
         share_of_top = float(in_top[mine].sum() / n_top)
@@ -106,7 +106,8 @@ def ranking_metrics(
                 "rank": int(ranks[i]),
                 "split": str(ranked.split[i]),
                 "index": int(ranked.index[i]),
-                "label": _label_name(ranked, int(ranked.label[i])),
+                "label": _label_of(ranked, int(i)),
+                **({"path": ranked.paths[i]} if ranked.paths is not None else {}),
                 "score": float(scores[i]),
             }
             for i in top
@@ -115,21 +116,22 @@ def ranking_metrics(
 
 
 def ranking_csv(ranked: RankingSet, scores: NDArray[Any], ranks: NDArray[Any]) -> str:
-    """One row per image, in split and index order: split, index, label, score, rank."""
+    """One row per image, in split and index order: split, index, [path,] [label,] score, rank."""
+    columns: dict[str, Any] = {"split": ranked.split, "index": ranked.index}
+    if ranked.paths is not None:
+        columns["path"] = ranked.paths
+    if ranked.label is not None:
+        columns["label"] = ranked.label
+    columns |= {"score": [f"{v:.9g}" for v in scores], "rank": ranks}
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["split", "index", "label", "score", "rank"])
-    writer.writerows(
-        zip(
-            ranked.split,
-            ranked.index,
-            ranked.label,
-            [f"{v:.9g}" for v in scores],
-            ranks,
-            strict=True,
-        )
-    )
+    writer.writerow(columns)
+    writer.writerows(zip(*columns.values(), strict=True))
     return buffer.getvalue()
+
+
+def _label_of(ranked: RankingSet, i: int) -> str | None:
+    return None if ranked.label is None else _label_name(ranked, int(ranked.label[i]))
 
 
 def _label_name(ranked: RankingSet, label: int) -> str:
@@ -209,6 +211,8 @@ def plot_score_histogram(
 
 
 def plot_scores_by_label(scores: NDArray[Any], ranked: RankingSet) -> bytes:
+    if ranked.label is None:
+        raise ValueError("no labels to group the scores by")
     labels = np.unique(ranked.label)
     fig = Figure(figsize=(max(6.0, 0.7 * len(labels) + 2), 4), layout="constrained")
     ax = fig.add_subplot()
@@ -263,7 +267,7 @@ def plot_image_grid(
     err_max = float(errors.max()) or 1.0
     for col, i in enumerate(picked):
         axes[0, col].set_title(
-            f"{ranked.split[i]} #{ranked.index[i]}\nlabel {ranked.label[i]}\n{scores[i]:.4g}",
+            _grid_caption(ranked, int(i), float(scores[i])),
             fontsize="x-small",
         )
         for row, (arr, cmap, vmax) in enumerate(
@@ -275,6 +279,17 @@ def plot_image_grid(
     for row, name in enumerate(("input", "reconstruction", "error")):
         axes[row, 0].set_ylabel(name, fontsize="small")
     return figure_png(fig)
+
+
+def _grid_caption(ranked: RankingSet, i: int, score: float) -> str:
+    """Where the image came from (file name or split and index), its label, its score."""
+    where = (
+        Path(ranked.paths[i]).name[:18]
+        if ranked.paths is not None
+        else f"{ranked.split[i]} #{ranked.index[i]}"
+    )
+    label = "" if ranked.label is None else f"\nlabel {ranked.label[i]}"
+    return f"{where}{label}\n{score:.4g}"
 
 
 # ----------------------------------------------------------------------------- page
@@ -311,12 +326,16 @@ def _sections(metrics: dict[str, Any]) -> list[str]:
         for name, row in metrics["by_label"].items()
     ]
     top_rows = [
-        (str(r["rank"]), r["split"], str(r["index"]), r["label"], format_number(r["score"], 4, "g"))
+        (
+            str(r["rank"]),
+            r["split"],
+            str(r["index"]),
+            r.get("path") or r["label"] or "",
+            format_number(r["score"], 4, "g"),
+        )
         for r in metrics["most_anomalous"]
     ]
-    return [
-        "<h2>Headline</h2>",
-        html_table(("", "value"), headline),
+    label_section = [
         "<h2>By label (for reading only)</h2>",
         '<p class="note">lift = share of the top 1% / share of all images; '
         "above 1, the label is over-represented among the strangest images.</p>",
@@ -333,6 +352,11 @@ def _sections(metrics: dict[str, Any]) -> list[str]:
             ),
             label_rows,
         ),
+    ]
+    return [
+        "<h2>Headline</h2>",
+        html_table(("", "value"), headline),
+        *(label_section if label_rows else []),
         "<h2>Most anomalous</h2>",
-        html_table(("rank", "split", "index", "label", "score"), top_rows),
+        html_table(("rank", "split", "index", "file or label", "score"), top_rows),
     ]

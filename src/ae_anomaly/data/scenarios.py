@@ -7,6 +7,9 @@
   validation; the whole test split as test set, every other class an anomaly.
 - "unsupervised": all training images (labels ignored) split into train and
   validation; every training and test image is then ranked (no test set).
+- "folder": your own images (see data/folder.py): train/ split into train and
+  validation; test/ (normal/ and one folder per anomaly kind) as test set, or,
+  without test/, every training image ranked.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import torch
 
 from ae_anomaly.config import CORRUPTION_KINDS, CorruptionConfig, DataConfig
 from ae_anomaly.data.corruptions import add_gaussian_noise, random_shifts, resample
+from ae_anomaly.data.folder import FolderDataset
 from ae_anomaly.data.sources import Dataset
 from ae_anomaly.data.tensors import to_image_tensor
 from ae_anomaly.errors import UserError
@@ -39,6 +43,7 @@ class TestSet:
     shift: np.ndarray  # (N, 2) sub-pixel shift (x, y) every digit got, see corruptions
     source_index: np.ndarray  # (N,) index into the dataset's test split
     source_label: np.ndarray  # (N,) the dataset's class label of each image (display only)
+    paths: tuple[str, ...] | None = None  # the file of each image, for image folders
 
     def describe(self, index: int, sep: str = ", ") -> str:
         """What was done to image ``index``, e.g. "noise+rotation, std 0.2, +17 deg"."""
@@ -57,6 +62,7 @@ class ScenarioData:
     test: TestSet | None  # labelled test set; None where the scenario only ranks
     kind_order: tuple[str, ...] | None = None  # report order of the anomalous kinds
     ranked: RankingSet | None = None  # the images to rank (unsupervised scenario)
+    skipped: tuple[str, ...] = ()  # "path: reason" of each unreadable file left out
 
 
 @dataclass(frozen=True)
@@ -66,8 +72,9 @@ class RankingSet:
     images: torch.Tensor  # (N, C, H, W) float in [0, 1]
     split: np.ndarray  # (N,) str: "train" or "test"
     index: np.ndarray  # (N,) index into that split of the dataset
-    label: np.ndarray  # (N,) the dataset's class label (display only, never used to fit)
+    label: np.ndarray | None  # (N,) class label (display only, never used to fit); None: none
     class_names: tuple[str, ...]
+    paths: tuple[str, ...] | None = None  # the file of each image, for image folders
 
 
 def labelled_test(data: ScenarioData) -> TestSet:
@@ -234,3 +241,48 @@ def _assign_kinds(n: int, mix: dict[str, float]) -> np.ndarray:
     remainder_order = np.argsort(-(exact - counts), kind="stable")
     counts[remainder_order[: n - counts.sum()]] += 1
     return np.repeat(np.array(names, dtype=object), counts).astype(str)
+
+
+NORMAL_KIND = "normal"
+
+
+def folder_scenario(source: FolderDataset, data: DataConfig, seed: int) -> ScenarioData:
+    """Your own images: train/ split into train and validation; test/ as the test set.
+
+    Without test/, there is nothing labelled to test on: every training image
+    (validation ones included) is ranked instead, which shows the oddest of the
+    images you called normal.
+    """
+    train, val = split_normal(source.train_images, data, seed)
+    skipped = tuple(f"{s.path}: {s.reason}" for s in source.skipped)
+    if source.test is None:
+        order = _limited_order(len(source.train_images), data.train_limit, seed, _SPLIT_STREAM)
+        ranked = RankingSet(
+            images=to_image_tensor(source.train_images[order]),
+            split=np.full(len(order), "train"),
+            index=order,
+            label=None,
+            class_names=(),
+            paths=tuple(source.train_paths[i] for i in order),
+        )
+        return ScenarioData(train=train, val=val, test=None, ranked=ranked, skipped=skipped)
+    labelled = source.test
+    order = _limited_order(len(labelled.images), data.test_limit, seed, _TEST_STREAM)
+    kinds = np.array(labelled.kinds, dtype=object)[order].astype(str)
+    labels = labelled.labels[order]
+    kinds = np.where(labels == 0, NORMAL_KIND, kinds)
+    names = sorted(set(kinds.tolist()) - {NORMAL_KIND})
+    n = len(order)
+    test = TestSet(
+        images=to_image_tensor(labelled.images[order]),
+        labels=labels.astype(np.int64),
+        kinds=kinds,
+        noise_std=np.zeros(n),
+        angle=np.zeros(n),
+        shift=np.zeros((n, 2)),
+        source_index=order,
+        # The kind's number (0 = normal), so the class column stays numeric.
+        source_label=np.array([0 if k == NORMAL_KIND else 1 + names.index(k) for k in kinds]),
+        paths=tuple(labelled.paths[i] for i in order),
+    )
+    return ScenarioData(train=train, val=val, test=test, kind_order=tuple(names), skipped=skipped)
