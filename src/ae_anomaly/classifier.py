@@ -54,6 +54,10 @@ META_FILE = "classifier.json"
 N_CLASSES = 10
 # Three 2x2 poolings: an image needs at least 8 pixels a side to keep one.
 MIN_SIDE = 8
+# The network's default widths: convolution channels per stage, hidden dense units.
+CHANNELS = (32, 64, 128)
+HIDDEN = (128, 64)
+DROPOUT = 0.3
 # Images per forward pass when predicting; no gradients, so far more than a training batch.
 PREDICT_BATCH = 1024
 
@@ -68,9 +72,9 @@ class DigitClassifier(nn.Module):
     def __init__(
         self,
         input_shape: Sequence[int] = (1, 28, 28),
-        channels: Sequence[int] = (32, 64, 128),
-        hidden: Sequence[int] = (128, 64),
-        dropout: float = 0.3,
+        channels: Sequence[int] = CHANNELS,
+        hidden: Sequence[int] = HIDDEN,
+        dropout: float = DROPOUT,
         n_classes: int = N_CLASSES,
     ) -> None:
         super().__init__()
@@ -161,9 +165,9 @@ class DigitClassifierModel(BaseEstimator):  # type: ignore[misc]
         patience: int = 3,
         max_shift: int = 2,
         val_fraction: float = 0.1,
-        channels: Sequence[int] = (32, 64, 128),
-        hidden: Sequence[int] = (128, 64),
-        dropout: float = 0.3,
+        channels: Sequence[int] = CHANNELS,
+        hidden: Sequence[int] = HIDDEN,
+        dropout: float = DROPOUT,
         device: str = "auto",
         seed: int = 0,
     ) -> None:
