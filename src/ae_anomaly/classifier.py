@@ -55,7 +55,7 @@ N_CLASSES = 10
 # Three 2x2 poolings: an image needs at least 8 pixels a side to keep one.
 MIN_SIDE = 8
 # The network's default widths: convolution channels per stage, hidden dense units.
-CHANNELS = (32, 64, 128)
+CHANNELS = (16, 32, 64)
 HIDDEN = (128, 64)
 DROPOUT = 0.3
 # Images per forward pass when predicting; no gradients, so far more than a training batch.
