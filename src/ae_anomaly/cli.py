@@ -331,7 +331,11 @@ def classify_train(
 )
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
 @click.option(
-    "--seed", type=click.IntRange(min=0), default=0, help="Seed of the --test-limit subset."
+    "--seed",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Seed of the --test-limit subset; the training run's seed picks the subset it scored.",
 )
 @click.option(
     "--out",
