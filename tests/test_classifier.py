@@ -9,6 +9,7 @@ slice through click's test runner.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from pathlib import Path
@@ -18,6 +19,7 @@ import pytest
 import torch
 import yaml
 from click.testing import CliRunner
+from safetensors import safe_open
 from torch import nn
 
 from ae_anomaly import __version__
@@ -36,7 +38,7 @@ from ae_anomaly.classifier_config import build_classifier_config
 from ae_anomaly.cli import cli
 from ae_anomaly.data.sources import ENV_CACHE, ENV_DATA, Dataset
 from ae_anomaly.errors import UserError
-from ae_anomaly.training import train
+from ae_anomaly.training import CHECKPOINT_NAME, TrainSettings, train
 
 N_TRAIN = 5000
 N_TEST = 2000
@@ -96,18 +98,47 @@ def test_random_shift_moves_each_image_by_whole_pixels() -> None:
     assert torch.equal(random_shift(images, torch.Generator(), max_shift=0), images)
 
 
-def test_training_loop_without_targets_is_still_the_autoencoder_loop() -> None:
-    """Targets and a loss function are optional; leaving them out reconstructs the input."""
-    from ae_anomaly.training import TrainSettings
-
+def test_training_loop_needs_both_targets_or_neither() -> None:
     with pytest.raises(ValueError, match="both"):
         train(
-            nn.Identity(),
-            torch.rand(4, 1, 8, 8),
-            torch.rand(2, 1, 8, 8),
+            nn.Linear(4, 2),
+            torch.rand(4, 4),
+            torch.rand(2, 4),
             TrainSettings(),
-            train_targets=torch.zeros(4),
+            train_targets=torch.zeros(4, dtype=torch.int64),
         )
+
+
+def test_training_loop_with_targets_loss_augmentation_and_lr_decay(tmp_path: Path) -> None:
+    """The supervised path: labels as targets, cross-entropy, a per-batch augmentation."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(256, 4, generator=generator)
+    y = (x[:, 0] > 0).long()  # a separable two-class problem
+    seen: list[int] = []
+
+    def augment(batch: torch.Tensor, epoch_generator: torch.Generator) -> torch.Tensor:
+        seen.append(len(batch))
+        return batch + 0.01 * torch.randn(batch.shape, generator=epoch_generator)
+
+    torch.manual_seed(0)
+    model = nn.Linear(4, 2)
+    settings = TrainSettings(epochs=3, batch_size=64, learning_rate=0.1, lr_decay=0.5, patience=3)
+    progress = train(
+        model,
+        x[:192],
+        x[192:],
+        settings,
+        checkpoint_dir=tmp_path,
+        train_targets=y[:192],
+        val_targets=y[192:],
+        loss_fn=nn.functional.cross_entropy,
+        augment=augment,
+    )
+    assert seen == [64] * 9  # every training batch, never a validation one
+    assert progress.history[-1].val_loss < progress.history[0].val_loss < math.log(2)
+    with safe_open(str(tmp_path / CHECKPOINT_NAME), framework="pt") as handle:
+        groups = json.loads(handle.metadata()["param_groups"])
+    assert groups[0]["lr"] == pytest.approx(0.1 * 0.5**2)  # epoch 3's rate
 
 
 # --- the estimator on real MNIST ---------------------------------------------------------------
