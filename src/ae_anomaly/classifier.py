@@ -232,9 +232,9 @@ class DigitClassifierModel(BaseEstimator):  # type: ignore[misc]
         # keeps the caller's global random state untouched.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
-            self.model_ = _placed(self._network(self.input_shape_), self.device_)
+            network = _placed(self._network(self.input_shape_), self.device_)
             progress = train(
-                self.model_,
+                network,
                 images.to(self.device_),
                 val.to(self.device_),
                 TrainSettings(**training, seed=self.seed),
@@ -244,7 +244,8 @@ class DigitClassifierModel(BaseEstimator):  # type: ignore[misc]
                 loss_fn=nn.functional.cross_entropy,
                 augment=shift if max_shift > 0 else None,
             )
-        self.model_.eval()
+        # Set only now: a fit that fails half-way leaves no half-trained "fitted" model.
+        self.model_ = network.eval()
         self.train_seconds_ = time.perf_counter() - started
         self.history_ = [asdict(r) for r in progress.history]
         self.best_epoch_ = progress.best_epoch
