@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ae_anomaly import __version__
+from ae_anomaly.classifier_config import build_classifier_config, classifier_leaf_fields
 from ae_anomaly.config import build_config, leaf_fields, read_yaml
 from ae_anomaly.errors import UserError
 from ae_anomaly.outputs import CONFIG_FILE, RunFolder
@@ -55,9 +56,14 @@ def cli() -> None:
     """Anomaly detection in images with autoencoders."""
 
 
-def config_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Add one ``--flag`` per config field, named and documented after the field."""
-    for name, (section, info) in reversed(list(leaf_fields().items())):
+def config_options(
+    command: Callable[..., Any], leaves: dict[str, tuple[str | None, Any]] | None = None
+) -> Callable[..., Any]:
+    """Add one ``--flag`` per config field, named and documented after the field.
+
+    ``leaves`` defaults to the detector's RunConfig fields.
+    """
+    for name, (section, info) in reversed(list((leaves or leaf_fields()).items())):
         key = f"{section}.{name}" if section else name
         help_text = f"{info.description} [config: {key}]"
         command = click.option(
@@ -66,9 +72,11 @@ def config_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
-def parse_overrides(raw: dict[str, str | None]) -> dict[str, Any]:
+def parse_overrides(
+    raw: dict[str, str | None], leaves: dict[str, tuple[str | None, Any]] | None = None
+) -> dict[str, Any]:
     """Flag strings -> YAML values; the config validator then checks their types."""
-    leaves = leaf_fields()
+    leaves = leaves or leaf_fields()
     overrides: dict[str, Any] = {}
     for name, text in raw.items():
         if text is None:
@@ -91,7 +99,12 @@ def _is_list(annotation: Any) -> bool:
 
 
 def experiment_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """The options every experiment command shares: config file, output folder, verbosity."""
+    """The options every experiment command shares: config fields, file, output, verbosity."""
+    return config_options(output_options(command))
+
+
+def output_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Config file, output folder, --overwrite and --quiet."""
     options = [
         click.option(
             "--config", "config_path", type=click.Path(path_type=Path), help="YAML config file."
@@ -106,7 +119,7 @@ def experiment_options(command: Callable[..., Any]) -> Callable[..., Any]:
     ]
     for option in reversed(options):
         command = option(command)
-    return config_options(command)
+    return command
 
 
 def default_out(kind: str, dataset: str) -> Path:
@@ -544,6 +557,129 @@ def export_command(detector_dir: Path, fmt: str, output: Path | None) -> None:
     detector = AutoencoderDetector.load(detector_dir, device="cpu")
     path = export_onnx(detector, output or Path(detector_dir) / f"detector.{fmt}")
     click.echo(f"wrote {path}")
+
+
+@cli.group(cls=_Group)
+def classify() -> None:
+    """Train and evaluate the digit classifier (a small CNN for MNIST and Fashion-MNIST)."""
+
+
+def _classifier_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    return config_options(output_options(command), classifier_leaf_fields())
+
+
+@classify.command("train")
+@_classifier_options
+def classify_train(
+    config_path: Path | None,
+    out: Path | None,
+    overwrite: bool,
+    quiet: bool,
+    **raw: str | None,
+) -> None:
+    """Train the classifier, evaluate it on the test split and write a report.
+
+    The output folder holds config.yaml, classifier/ (weights.safetensors and
+    classifier.json), metrics.json, plots/ and report.html.
+    """
+    base = read_yaml(config_path) if config_path else {}
+    config = build_classifier_config(base, parse_overrides(raw, classifier_leaf_fields()))
+    out = out or default_out("classify", config.data.dataset)
+    from ae_anomaly.classifier_run import train_classifier_run
+
+    console = Console(stderr=True, quiet=quiet)
+    listener = None if quiet else RichProgress(console)
+    with listener or contextlib.nullcontext():
+        result = train_classifier_run(config, out, overwrite=overwrite, listener=listener)
+    if not quiet:
+        print_class_table(Console(), result.metrics, result.seconds)
+        Console().print(
+            f"classifier: {result.folder}/classifier\nreport: {result.folder}/report.html"
+        )
+
+
+@classify.command("evaluate")
+@click.option(
+    "--classifier",
+    "classifier_dir",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Folder of a saved classifier (the classifier/ of a `classify train` run).",
+)
+@click.option(
+    "--dataset", help="Dataset whose test split is scored [default: the one it was trained on]."
+)
+@click.option("--data-dir", type=click.Path(path_type=Path), help="Folder searched first.")
+@click.option(
+    "--test-limit",
+    type=click.IntRange(min=1),
+    help="Score a random subset of this many test images [default: all].",
+)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
+@click.option(
+    "--seed",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Seed of the --test-limit subset; the training run's seed picks the subset it scored.",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    help="Also write metrics.json, plots/confusion.png and report.html here.",
+)
+@click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
+def classify_evaluate(
+    classifier_dir: Path,
+    dataset: str | None,
+    data_dir: Path | None,
+    test_limit: int | None,
+    device: str,
+    seed: int,
+    out: Path | None,
+    overwrite: bool,
+    quiet: bool,
+) -> None:
+    """Score a saved classifier on a test split: accuracy and per-class precision / recall."""
+    from ae_anomaly.data.sources import get_spec
+
+    if dataset is not None:
+        get_spec(dataset)  # an unknown name is refused before torch loads
+    from ae_anomaly.classifier_run import evaluate_classifier_run
+
+    result = evaluate_classifier_run(
+        classifier_dir,
+        dataset=dataset,
+        data_dir=data_dir,
+        test_limit=test_limit,
+        device=device,
+        seed=seed,
+        out=out,
+        overwrite=overwrite,
+    )
+    if not quiet:
+        print_class_table(Console(), result.metrics, result.seconds)
+        if result.folder is not None:
+            Console().print(f"report: {result.folder}/report.html")
+
+
+def print_class_table(console: Console, metrics: dict[str, Any], seconds: float) -> None:
+    """Accuracy, then precision / recall / F1 / images per class."""
+    table = Table(title=f"{metrics['dataset']} test split ({seconds:.0f} s)")
+    for column in ("class", "precision", "recall", "F1", "images"):
+        table.add_column(column, justify="left" if column == "class" else "right")
+    for key, row in metrics["per_class"].items():
+        label = key if row["name"] == key else f"{key} {row['name']}"
+        table.add_row(
+            label, _fmt(row["precision"]), _fmt(row["recall"]), _fmt(row["f1"]), str(row["support"])
+        )
+    console.print(table)
+    console.print(
+        f"accuracy {metrics['accuracy']:.4f} ({metrics['errors']} errors in {metrics['n']}), "
+        f"macro F1 {_fmt(metrics['macro']['f1'])}, "
+        f"lowest class recall {_fmt(metrics['min_recall'])}"
+    )
 
 
 def main() -> None:

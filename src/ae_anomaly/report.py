@@ -184,7 +184,7 @@ def _render_plots(
 # ----------------------------------------------------------------------------- figures
 
 
-def plot_loss(history: Sequence[dict[str, Any]]) -> bytes:
+def plot_loss(history: Sequence[dict[str, Any]], title: str = "Reconstruction loss") -> bytes:
     """Training and validation loss per epoch."""
     epochs = [h["epoch"] for h in history]
     fig = Figure(figsize=(6, 3.8), layout="constrained")
@@ -195,7 +195,7 @@ def plot_loss(history: Sequence[dict[str, Any]]) -> bytes:
     if min(losses) > 0 and max(losses) / min(losses) > LOG_SCALE_SPAN:
         ax.set_yscale("log")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set(xlabel="epoch", ylabel="loss", title="Reconstruction loss")
+    ax.set(xlabel="epoch", ylabel="loss", title=title)
     ax.grid(alpha=0.3)
     ax.legend()
     return figure_png(fig)

@@ -1,9 +1,13 @@
 """The fit loop: mini-batches from in-memory tensors, validation, early stopping, checkpoints.
 
-The loop knows nothing about any particular architecture. After every epoch
-it writes one checkpoint file (weights, best weights, optimizer state and
-progress, all in one safetensors file, so it is complete or absent), from
-which ``train(..., resume=True)`` continues exactly where it stopped.
+The loop knows nothing about any particular architecture. By default it
+trains an autoencoder (the target of an image is the image itself, the loss
+is ``settings.loss``); given targets and a loss function it trains any
+supervised model, e.g. the digit classifier with labels and cross-entropy.
+After every epoch it writes one checkpoint file (weights, best weights,
+optimizer state and progress, all in one safetensors file, so it is complete
+or absent), from which ``train(..., resume=True)`` continues exactly where it
+stopped.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import copy
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -26,6 +31,12 @@ from ae_anomaly.fileio import atomic_write
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
 
+# (model output, target) -> the mean loss of a batch, a scalar tensor.
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# (training batch, the epoch's generator) -> the batch as the model sees it, e.g.
+# randomly shifted; drawing from the epoch's generator keeps a resumed run exact.
+Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
 
 @dataclass(frozen=True)
 class TrainSettings:
@@ -35,6 +46,9 @@ class TrainSettings:
     patience: int = 2  # epochs without a better validation loss before stopping
     loss: str = "mse"  # mse, mae or bce, averaged over pixels and images
     seed: int = 0  # shuffling order of every epoch
+    # The learning rate of epoch e is learning_rate * lr_decay ** (e - 1); a
+    # function of the epoch alone, so a resumed run needs no scheduler state.
+    lr_decay: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -80,8 +94,19 @@ def train(
     checkpoint_dir: Path | None = None,
     resume: bool = False,
     listener: ProgressListener | None = None,
+    train_targets: torch.Tensor | None = None,
+    val_targets: torch.Tensor | None = None,
+    loss_fn: LossFn | None = None,
+    augment: Augment | None = None,
 ) -> TrainProgress:
-    """Train ``model`` in place to reconstruct ``train_images``; end with its best weights."""
+    """Train ``model`` in place; end with the weights of its best validation loss.
+
+    Without targets the model learns to reconstruct ``train_images``. With
+    ``train_targets`` and ``val_targets`` (one per image, e.g. class labels)
+    it learns to map each image to its target under ``loss_fn``.
+    """
+    if (train_targets is None) != (val_targets is None):
+        raise ValueError("give both train_targets and val_targets, or neither")
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
     progress = TrainProgress()
     best_state = copy.deepcopy(model.state_dict())
@@ -91,8 +116,22 @@ def train(
     while progress.epochs_done < settings.epochs and not progress.should_stop(settings.patience):
         epoch = progress.epochs_done + 1
         started = time.perf_counter()
-        train_loss = _train_epoch(model, optimizer, train_images, settings, epoch, listener)
-        val_loss = evaluate_loss(model, val_images, settings)
+        if settings.lr_decay != 1.0:
+            for group in optimizer.param_groups:
+                group["lr"] = settings.learning_rate * settings.lr_decay ** (epoch - 1)
+        train_loss = _train_epoch(
+            model,
+            optimizer,
+            train_images,
+            settings,
+            epoch,
+            listener,
+            targets=train_targets,
+            loss_fn=loss_fn,
+            augment=augment,
+        )
+        # Positional: tests replace evaluate_loss with a stand-in taking *args.
+        val_loss = evaluate_loss(model, val_images, settings, val_targets, loss_fn)
         record = EpochRecord(epoch, train_loss, val_loss, time.perf_counter() - started)
         progress.history.append(record)
         if val_loss < progress.best_val_loss:
@@ -116,6 +155,10 @@ def _train_epoch(
     settings: TrainSettings,
     epoch: int,
     listener: ProgressListener | None,
+    *,
+    targets: torch.Tensor | None = None,
+    loss_fn: LossFn | None = None,
+    augment: Augment | None = None,
 ) -> float:
     model.train()
     # A generator per epoch, seeded from (seed, epoch): a resumed run shuffles
@@ -127,8 +170,13 @@ def _train_epoch(
         listener.start_epoch(epoch, n_batches)
     total, count = 0.0, 0
     for start in range(0, len(images), settings.batch_size):
-        batch = images[order[start : start + settings.batch_size]]
-        loss = reconstruction_loss(model(batch), batch, settings.loss)
+        index = order[start : start + settings.batch_size]
+        batch = images[index]
+        if augment is not None:
+            batch = augment(batch, generator)
+        # An autoencoder's target is its (augmented) input.
+        target = batch if targets is None else targets[index]
+        loss = _loss(model(batch), target, settings, loss_fn)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -139,15 +187,34 @@ def _train_epoch(
     return total / count
 
 
-def evaluate_loss(model: nn.Module, images: torch.Tensor, settings: TrainSettings) -> float:
-    """Mean loss over ``images`` in eval mode (batch-norm uses its running statistics)."""
+def evaluate_loss(
+    model: nn.Module,
+    images: torch.Tensor,
+    settings: TrainSettings,
+    targets: torch.Tensor | None = None,
+    loss_fn: LossFn | None = None,
+) -> float:
+    """Mean loss over ``images`` in eval mode (batch-norm uses its running statistics).
+
+    The targets are the images themselves unless ``targets`` is given.
+    """
     model.eval()
     total = 0.0
+    step = settings.batch_size * 4
     with torch.inference_mode():
-        for start in range(0, len(images), settings.batch_size * 4):
-            batch = images[start : start + settings.batch_size * 4]
-            total += reconstruction_loss(model(batch), batch, settings.loss).item() * len(batch)
+        for start in range(0, len(images), step):
+            batch = images[start : start + step]
+            target = batch if targets is None else targets[start : start + step]
+            total += _loss(model(batch), target, settings, loss_fn).item() * len(batch)
     return total / len(images)
+
+
+def _loss(
+    output: torch.Tensor, target: torch.Tensor, settings: TrainSettings, loss_fn: LossFn | None
+) -> torch.Tensor:
+    if loss_fn is None:
+        return reconstruction_loss(output, target, settings.loss)
+    return loss_fn(output, target)
 
 
 def reconstruction_loss(
