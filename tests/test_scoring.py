@@ -84,7 +84,8 @@ def test_score_is_the_mean_of_the_error_map() -> None:
     for kind in SCORE_KINDS:
         maps = error_map(images, recons, kind)
         assert maps.shape == (5, 4, 6)
-        torch.testing.assert_close(image_scores(images, recons, kind), maps.mean(dim=(1, 2)))
+        if kind != "rel-blur":  # a ratio of energies, not a mean (see its own test)
+            torch.testing.assert_close(image_scores(images, recons, kind), maps.mean(dim=(1, 2)))
 
 
 def test_mse_and_mae_rank_differently_when_they_should() -> None:
@@ -101,3 +102,47 @@ def test_unknown_kind() -> None:
     images, recons = pair()
     with pytest.raises(ValueError, match="ssim"):
         error_map(images, recons, "ssim")
+
+
+def test_gaussian_blur_keeps_mass_and_spreads_a_point() -> None:
+    from ae_anomaly.scoring import gaussian_blur
+
+    image = torch.zeros(1, 2, 9, 9)
+    image[0, :, 4, 4] = 1.0
+    blurred = gaussian_blur(image)
+    assert blurred.shape == image.shape
+    torch.testing.assert_close(blurred.sum(dim=(2, 3)), torch.ones(1, 2))  # away from edges
+    assert blurred[0, 0, 4, 4] < 0.2 and blurred[0, 0, 4, 5] > 0.05
+    torch.testing.assert_close(blurred[0, 0], blurred[0, 1])  # channels alike
+    torch.testing.assert_close(blurred[0, 0], blurred[0, 0].T)  # isotropic
+
+
+def test_blur_mse_forgives_a_one_pixel_shift_more_than_mse() -> None:
+    image = torch.zeros(1, 1, 12, 12)
+    image[0, 0, 2:10, 5] = 1.0  # a vertical stroke
+    shifted = torch.roll(image, 1, dims=3)
+    missing = image.clone()
+    missing[0, 0, 2:10, 5] = 0.0  # the stroke left out
+    # Under mse a stroke one pixel off costs twice a missing one (missing + extra).
+    ratio_mse = image_scores(image, shifted, "mse") / image_scores(image, missing, "mse")
+    ratio_blur = image_scores(image, shifted, "blur-mse") / image_scores(image, missing, "blur-mse")
+    assert ratio_blur < 0.5 * ratio_mse  # blurring forgives the shift, not the omission
+
+
+def test_rel_blur_ignores_the_amount_of_ink() -> None:
+    thin = torch.zeros(1, 1, 12, 12)
+    thin[0, 0, 2:10, 5] = 1.0
+    bold = torch.zeros(1, 1, 12, 12)
+    bold[0, 0, 2:10, 4:8] = 1.0
+    # Each reconstructed at 80% intensity: same relative error, four times the absolute.
+    for kind, same in (("rel-blur", True), ("blur-mse", False)):
+        a = image_scores(thin, thin * 0.8, kind)
+        b = image_scores(bold, bold * 0.8, kind)
+        assert torch.isclose(a, b, rtol=0.05).item() is same
+    # Bounded: an empty reconstruction of any image scores 1.
+    torch.testing.assert_close(
+        image_scores(bold, torch.zeros_like(bold), "rel-blur"),
+        torch.tensor([1.0]),
+        atol=1e-5,
+        rtol=0,
+    )

@@ -11,7 +11,6 @@ Both write into ``<out>.incomplete`` and rename it when complete.
 
 from __future__ import annotations
 
-import html
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,7 @@ from ae_anomaly.data.sources import Dataset, load_dataset
 from ae_anomaly.device import select_device
 from ae_anomaly.errors import UserError
 from ae_anomaly.evaluation import format_number
-from ae_anomaly.fileio import write_bytes, write_json, write_text, write_yaml
+from ae_anomaly.fileio import write_json, write_yaml
 from ae_anomaly.outputs import CONFIG_FILE, RunFolder
 from ae_anomaly.training import ProgressListener
 
@@ -218,7 +217,7 @@ def write_outputs(
     """``metrics.json``, ``plots/confusion.png``, ``plots/loss.png`` (with a history), report."""
     write_json(folder / "metrics.json", metrics)
     plots = [
-        report._Plot(
+        report.Plot(
             "confusion.png",
             plot_class_confusion(metrics),
             "Confusion matrix",
@@ -228,7 +227,7 @@ def write_outputs(
     ]
     if history:
         plots.append(
-            report._Plot(
+            report.Plot(
                 "loss.png",
                 report.plot_loss(history, title="Cross-entropy"),
                 "Training curve",
@@ -237,9 +236,7 @@ def write_outputs(
                 "epoch are kept.",
             )
         )
-    for plot in plots:
-        write_bytes(folder / "plots" / plot.name, plot.png)
-    write_text(folder / "report.html", render_classifier_html(title, metrics, plots, config_text))
+    report.write_page(folder, plots, render_classifier_html(title, metrics, plots, config_text))
 
 
 def plot_class_confusion(metrics: dict[str, Any]) -> bytes:
@@ -276,10 +273,9 @@ def plot_class_confusion(metrics: dict[str, Any]) -> bytes:
 
 
 def render_classifier_html(
-    title: str, metrics: dict[str, Any], plots: list[report._Plot], config_text: str
+    title: str, metrics: dict[str, Any], plots: list[report.Plot], config_text: str
 ) -> str:
     """One self-contained page: headline, per-class table, figures, configuration."""
-    esc = html.escape
     f = format_number
     headline = [
         ("dataset (test split)", metrics["dataset"]),
@@ -308,19 +304,10 @@ def render_classifier_html(
         )
         for key, row in metrics["per_class"].items()
     ]
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{esc(title)}</title><style>{report._CSS}</style></head><body>",
-        f"<h1>{esc(title)}</h1>",
+    sections = [
         "<h2>Headline</h2>",
-        report._table(("metric", "value"), headline),
+        report.html_table(("metric", "value"), headline),
         "<h2>Per class</h2>",
-        report._table(("class", "precision", "recall", "F1", "images"), rows),
-        "<h2>Figures</h2>",
-        *(report._figure(plot) for plot in plots),
-        "<h2>Configuration</h2>",
-        f"<pre>{esc(config_text)}</pre>",
-        "</body></html>",
+        report.html_table(("class", "precision", "recall", "F1", "images"), rows),
     ]
-    return "\n".join(parts) + "\n"
+    return report.render_page(title, sections, plots, config_text)

@@ -154,6 +154,8 @@ def run(
         result = run_experiment(config, out, overwrite=overwrite, resume=resume, listener=listener)
     if not quiet:
         summary = print_summary if "at_threshold" in result.metrics else print_ranking
+        if config.scenario == "guard":
+            summary = print_guard
         summary(Console(), result.metrics, result.folder, result.seconds)
     skipped = result.metrics.get("skipped_files", [])
     if skipped:
@@ -214,6 +216,29 @@ def print_summary(console: Console, metrics: dict[str, Any], folder: Path, secon
     from ae_anomaly.evaluation import classification_report_text
 
     console.print(classification_report_text(cm), highlight=False)
+    console.print(f"report: {folder / 'report.html'}")
+
+
+def print_guard(console: Console, metrics: dict[str, Any], folder: Path, seconds: float) -> None:
+    """The classifier's accuracy per kind, without and with the autoencoder's rejection."""
+    table = Table(title=f"Classifier behind the detector ({seconds:.0f} s)")
+    for column in ("kind", "n", "accuracy", "rejected", "accuracy on accepted"):
+        table.add_column(column, justify="left" if column == "kind" else "right")
+    for name, row in metrics["by_kind"].items():
+        table.add_row(
+            name,
+            str(row["n"]),
+            _fmt(row["accuracy"]),
+            _fmt(row["rejected"]),
+            _fmt(row["accuracy_accepted"]),
+        )
+    console.print(table)
+    at = metrics["accuracy_at_coverage"]
+    lines = [
+        f"coverage {c}: " + ", ".join(f"{name} {value:.4f}" for name, value in row.items())
+        for c, row in at.items()
+    ]
+    console.print("accuracy at coverage:\n  " + "\n  ".join(lines), highlight=False)
     console.print(f"report: {folder / 'report.html'}")
 
 

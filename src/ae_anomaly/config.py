@@ -28,8 +28,8 @@ from ae_anomaly.errors import UserError
 from ae_anomaly.thresholds import parse_threshold
 
 CORRUPTION_KINDS = ("clean", "noise", "rotation", "noise+rotation")
-SCENARIOS = ("corruptions", "one-class", "unsupervised", "folder")
-Scenario = Literal["corruptions", "one-class", "unsupervised", "folder"]
+SCENARIOS = ("corruptions", "one-class", "unsupervised", "folder", "guard")
+Scenario = Literal["corruptions", "one-class", "unsupervised", "folder", "guard"]
 ARRAY_SUFFIXES = (".npy", ".npz")
 
 
@@ -106,7 +106,9 @@ class TrainingConfig(_Section):
 
 
 class DetectorConfig(_Section):
-    score: Literal["mse", "mae"] = Field("mse", description="per-image score: mse or mae")
+    score: Literal["mse", "mae", "blur-mse", "rel-blur"] = Field(
+        "mse", description="per-image score: mse, mae, blur-mse or rel-blur (see README, Scores)"
+    )
     threshold: str = Field(
         "percentile:95",
         description="rule fitted on clean validation scores: percentile:Q, mean+Kstd or fixed:V",
@@ -193,6 +195,14 @@ class CorruptionConfig(_Section):
         return edges
 
 
+class GuardConfig(_Section):
+    classifier: Path | None = Field(
+        None,
+        description="guard scenario: a saved digit classifier (ae-anomaly classify train); "
+        "default: train one on the same training digits",
+    )
+
+
 class ReportConfig(_Section):
     top_k: StrictInt = Field(
         12, ge=1, le=100, description="how many of the most anomalous test images to show"
@@ -203,8 +213,9 @@ class RunConfig(_Section):
     scenario: Scenario = Field(
         "corruptions",
         description="experiment: corruptions (synthetic anomalies), one-class (one class "
-        "normal, the others anomalies), unsupervised (rank every image, labels ignored) or "
-        "folder (your own images; the default when dataset is a path)",
+        "normal, the others anomalies), unsupervised (rank every image, labels ignored), "
+        "folder (your own images; the default when dataset is a path) or guard (a digit "
+        "classifier behind the detector, on the corruptions test set)",
     )
     seed: StrictInt = Field(
         0, ge=0, description="seed of every random choice: same seed, same scores"
@@ -221,6 +232,7 @@ class RunConfig(_Section):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     detector: DetectorConfig = Field(default_factory=DetectorConfig)
     corruptions: CorruptionConfig = Field(default_factory=CorruptionConfig)
+    guard: GuardConfig = Field(default_factory=GuardConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
 
     @field_validator("device")
@@ -256,6 +268,8 @@ class RunConfig(_Section):
                 "the folder scenario needs a folder or .npy/.npz file as dataset, "
                 f"not the named dataset {self.data.dataset!r}"
             )
+        if self.scenario != "guard" and self.guard.classifier is not None:
+            raise ValueError("guard.classifier is only used by the guard scenario")
         folder_only = ("image_size", "channels")
         for name in folder_only:
             if not own_images and getattr(self.data, name) is not None:

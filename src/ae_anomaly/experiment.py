@@ -35,6 +35,7 @@ from ae_anomaly.detector import AutoencoderDetector, detector_from_config
 from ae_anomaly.errors import UserError
 from ae_anomaly.evaluation import evaluate
 from ae_anomaly.fileio import write_json, write_text, write_yaml
+from ae_anomaly.guard import CLASSIFIER_DIR, guard_classifier, write_guard
 from ae_anomaly.models import build_model
 from ae_anomaly.outputs import CONFIG_FILE, RunFolder
 from ae_anomaly.ranking import write_ranking
@@ -82,16 +83,26 @@ def run_experiment(
     write_yaml(folder.work / CONFIG_FILE, config.to_dict())
     checkpoint_dir = folder.work / CHECKPOINT_DIR
     try:
+        # The classifier first: a saved one that does not fit fails before any training.
+        classifier = (
+            guard_classifier(config, data, folder.work, listener)
+            if config.scenario == "guard"
+            else None
+        )
         detector = detector_from_config(config).fit(
             data.train, data.val, checkpoint_dir=checkpoint_dir, resume=resuming, listener=listener
         )
     except BaseException:
         # Without a checkpoint there is nothing to resume: leave no folder behind.
-        if not checkpoint_dir.exists():
+        if not checkpoint_dir.exists() and not (folder.work / CLASSIFIER_DIR).exists():
             folder.discard()
         raise
-    write_results = write_artefacts if data.test is not None else write_ranking
-    metrics = write_results(folder.work, config, data, detector)
+    if classifier is not None:
+        metrics = write_guard(folder.work, config, data, detector, classifier)
+    elif data.test is not None:
+        metrics = write_artefacts(folder.work, config, data, detector)
+    else:
+        metrics = write_ranking(folder.work, config, data, detector)
     metrics["skipped_files"] = list(data.skipped)
     metrics["seconds"] = time.perf_counter() - started
     write_json(folder.work / "metrics.json", metrics)
@@ -107,6 +118,7 @@ def prepare_data(config: RunConfig) -> ScenarioData:
         return one_class_scenario(dataset, config.data, config.seed)
     if config.scenario == "unsupervised":
         return unsupervised_scenario(dataset, config.data, config.seed)
+    # corruptions, and guard, which puts a classifier behind the same test set
     return corruptions_scenario(dataset, config.data, config.corruptions, config.seed)
 
 

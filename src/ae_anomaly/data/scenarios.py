@@ -63,6 +63,9 @@ class ScenarioData:
     kind_order: tuple[str, ...] | None = None  # report order of the anomalous kinds
     ranked: RankingSet | None = None  # the images to rank (unsupervised scenario)
     skipped: tuple[str, ...] = ()  # "path: reason" of each unreadable file left out
+    # Class labels of train and val (guard scenario: the classifier learns from them).
+    train_labels: np.ndarray | None = None
+    val_labels: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -101,7 +104,10 @@ def corruptions_scenario(
     )
     test = corrupted_test_set(dataset.test_images, data.test_limit, corruptions, seed)
     test = replace(test, source_label=dataset.test_labels[test.source_index])
-    return ScenarioData(train=train, val=val, test=test)
+    train_labels, val_labels = split_labels(dataset.train_labels, data, seed)
+    return ScenarioData(
+        train=train, val=val, test=test, train_labels=train_labels, val_labels=val_labels
+    )
 
 
 def one_class_scenario(dataset: Dataset, data: DataConfig, seed: int) -> ScenarioData:
@@ -185,16 +191,27 @@ def split_normal(
     images: np.ndarray, data: DataConfig, seed: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Shuffle, keep at most ``train_limit`` images and hold out ``val_fraction`` of them."""
+    order, n_val = _split_order(len(images), data, seed)
+    tensor = to_image_tensor(images[order])
+    return tensor[n_val:], tensor[:n_val]
+
+
+def split_labels(labels: np.ndarray, data: DataConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The labels of the images ``split_normal`` puts in train and validation, in its order."""
+    order, n_val = _split_order(len(labels), data, seed)
+    return labels[order[n_val:]], labels[order[:n_val]]
+
+
+def _split_order(n: int, data: DataConfig, seed: int) -> tuple[np.ndarray, int]:
     rng = np.random.default_rng([seed, _SPLIT_STREAM])
-    order = rng.permutation(len(images))[: data.train_limit]
+    order = rng.permutation(n)[: data.train_limit]
     n_val = max(1, round(len(order) * data.val_fraction))
     if n_val >= len(order):
         raise UserError(
             f"holding out val_fraction {data.val_fraction:g} of {len(order)} training images "
             "leaves none to train on"
         )
-    tensor = to_image_tensor(images[order])
-    return tensor[n_val:], tensor[:n_val]
+    return order, n_val
 
 
 def corrupted_test_set(
