@@ -93,7 +93,7 @@ def test_e2e_folder_without_test_images_ranks_the_training_images(
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--dataset", "mnsit"], "no dataset named 'mnsit'"),
+        (["--dataset", "mnsit"], "unknown dataset 'mnsit'"),
         (["--dataset", "{parts}", "--scenario", "corruptions"], "use the folder scenario"),
         (["--scenario", "folder"], "needs a folder or .npy/.npz file"),
         (["--image-size", "14,14"], "only used with image folders"),

@@ -148,6 +148,9 @@ EXPECTED_PARAMETERS = {
     "conv-strided": 9_569,
     "conv-bn": 12_049,
     "conv-keras": 74_497,
+    # convs 160 + 2320 + 4640, BN 32 + 32 + 64, code 1568*16+16, expand 16*1568+1568 and
+    # BN 3136, transposed 32*16*16+16, conv 2320, BNs 32 + 32, transposed 16*16+1.
+    "conv-dense": 72_993,
     "lenet": 8_472,
 }
 
@@ -230,6 +233,8 @@ def test_a_size_a_model_cannot_take_is_a_clear_error(
     [
         ("fc-small", {"hidden": [128, 0]}, "fc-small hidden must be a non-empty list"),
         ("lenet", {"code_size": 20}, "multiple of 16"),
+        ("conv-dense", {"channels": [8, 16, 32]}, "two channel widths"),
+        ("conv-dense", {"code": 0}, "positive code size"),
         ("conv-keras", {"channels": [8]}, "bad arguments for model 'conv-keras'"),
     ],
 )

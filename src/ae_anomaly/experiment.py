@@ -127,8 +127,8 @@ def load_own_images(data: DataConfig) -> FolderDataset:
     path = Path(data.dataset).expanduser()
     if not path.exists():
         raise UserError(
-            f"there is no dataset named {data.dataset!r} ({', '.join(dataset_names())}) "
-            f"and no folder or file at {path}"
+            f"unknown dataset {data.dataset!r}: not one of {', '.join(dataset_names())}, "
+            f"and there is no folder or file at {path}"
         )
     return load_image_source(
         path, size=data.image_size, channels=data.channels, on_error=data.on_unreadable
