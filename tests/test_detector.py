@@ -546,6 +546,7 @@ def test_get_params_lists_every_init_argument() -> None:
         "learning_rate": 1e-3,
         "patience": 2,
         "loss": "mse",
+        "schedule": "constant",
         "val_fraction": 0.1,
         "device": "auto",
         "seed": 0,

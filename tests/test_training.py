@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import itertools
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -385,3 +386,28 @@ def test_conv_keras_collapses_under_mse_but_learns_with_bce(mnist: object) -> No
     mean_square_pixel = float(val.square().mean())
     assert errors["mse"] > 0.8 * mean_square_pixel  # about what an all-black output scores
     assert errors["bce"] < 0.3 * mean_square_pixel
+
+
+def test_cosine_schedule_falls_to_zero_over_all_steps() -> None:
+    from ae_anomaly.training import _set_cosine_rate
+
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1.0)
+    settings = TrainSettings(epochs=2, learning_rate=0.01, schedule="cosine")
+    rates = []
+    for step in range(8):  # 2 epochs of 4 batches
+        _set_cosine_rate(optimizer, settings, step, n_batches=4)
+        rates.append(optimizer.param_groups[0]["lr"])
+    assert rates[0] == pytest.approx(0.01)
+    assert rates[4] == pytest.approx(0.005)  # half-way: half the rate
+    assert all(a > b for a, b in itertools.pairwise(rates))
+    assert rates[-1] == pytest.approx(0.01 * 0.5 * (1 + math.cos(math.pi * 7 / 8)))
+
+
+def test_cosine_schedule_trains_a_model(digits: torch.Tensor) -> None:
+    torch.manual_seed(0)
+    model = build_model("conv-dense", SHAPE)
+    settings = TrainSettings(epochs=2, batch_size=16, schedule="cosine", patience=5)
+    progress = train(model, digits[:256], digits[256:], settings)
+    assert len(progress.history) == 2
+    assert progress.history[-1].train_loss < progress.history[0].train_loss

@@ -100,6 +100,10 @@ class TrainingConfig(_Section):
     patience: StrictInt = Field(
         2, ge=1, description="stop after this many epochs without a better validation loss"
     )
+    schedule: Literal["constant", "cosine"] = Field(
+        "constant",
+        description="learning rate: constant, or cosine (falling to 0 over all epochs' steps)",
+    )
     loss: Literal["mse", "mae", "bce"] = Field(
         "mse", description="training loss: mse, mae or bce (binary cross-entropy on pixels)"
     )

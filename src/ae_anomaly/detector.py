@@ -75,6 +75,7 @@ class AutoencoderDetector(BaseEstimator):  # type: ignore[misc]
         learning_rate: float = 1e-3,
         patience: int = 2,
         loss: str = "mse",
+        schedule: str = "constant",
         val_fraction: float = 0.1,
         device: str = "auto",
         seed: int = 0,
@@ -88,6 +89,7 @@ class AutoencoderDetector(BaseEstimator):  # type: ignore[misc]
         self.learning_rate = learning_rate
         self.patience = patience
         self.loss = loss
+        self.schedule = schedule
         self.val_fraction = val_fraction
         self.device = device
         self.seed = seed
@@ -165,6 +167,7 @@ class AutoencoderDetector(BaseEstimator):  # type: ignore[misc]
                 learning_rate=self.learning_rate,
                 patience=self.patience,
                 loss=self.loss,
+                schedule=self.schedule,
             )
         except ValidationError as exc:
             raise UserError(
@@ -429,6 +432,7 @@ def detector_from_config(config: RunConfig) -> AutoencoderDetector:
         learning_rate=config.training.learning_rate,
         patience=config.training.patience,
         loss=config.training.loss,
+        schedule=config.training.schedule,
         val_fraction=config.data.val_fraction,
         device=config.device,
         seed=config.seed,

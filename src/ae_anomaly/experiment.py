@@ -143,11 +143,16 @@ def check_resumable(folder: RunFolder, config: RunConfig) -> None:
     saved = _flatten(read_yaml(saved_path))
     new = _flatten(config.to_dict())
     changed = sorted(k for k in saved.keys() | new.keys() if saved.get(k) != new.get(k))
-    blocking = [".".join(k) for k in changed if k not in RESUMABLE_CHANGES]
+    resumable = set(RESUMABLE_CHANGES)
+    if saved.get(("training", "schedule")) == "cosine":
+        # The cosine rate of every step depends on the total number of epochs.
+        resumable.discard(("training", "epochs"))
+    blocking = [".".join(k) for k in changed if k not in resumable]
     if blocking:
         raise UserError(
             f"cannot resume {folder.work} with a different config ({', '.join(blocking)} "
-            "changed); only the number of epochs and the device may change"
+            "changed); only the number of epochs (not with a cosine schedule) and the device "
+            "may change"
         )
 
 

@@ -49,6 +49,9 @@ class TrainSettings:
     # The learning rate of epoch e is learning_rate * lr_decay ** (e - 1); a
     # function of the epoch alone, so a resumed run needs no scheduler state.
     lr_decay: float = 1.0
+    # "cosine": the rate falls from learning_rate to 0 along half a cosine over
+    # all the steps of ``epochs`` epochs; like lr_decay, a function of the step alone.
+    schedule: str = "constant"
 
 
 @dataclass(frozen=True)
@@ -169,7 +172,9 @@ def _train_epoch(
     if listener is not None:
         listener.start_epoch(epoch, n_batches)
     total, count = 0.0, 0
-    for start in range(0, len(images), settings.batch_size):
+    for step, start in enumerate(range(0, len(images), settings.batch_size)):
+        if settings.schedule == "cosine":
+            _set_cosine_rate(optimizer, settings, (epoch - 1) * n_batches + step, n_batches)
         index = order[start : start + settings.batch_size]
         batch = images[index]
         if augment is not None:
@@ -185,6 +190,15 @@ def _train_epoch(
         if listener is not None:
             listener.batch_done(total / count)
     return total / count
+
+
+def _set_cosine_rate(
+    optimizer: torch.optim.Optimizer, settings: TrainSettings, step: int, n_batches: int
+) -> None:
+    total = settings.epochs * n_batches
+    rate = settings.learning_rate * 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+    for group in optimizer.param_groups:
+        group["lr"] = rate
 
 
 def evaluate_loss(
