@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
 
-from ae_anomaly.config import describe_validation_error
+from ae_anomaly.config import apply_overrides, describe_validation_error, leaf_fields
 from ae_anomaly.data.sources import dataset_names
 from ae_anomaly.errors import UserError
 
@@ -93,34 +93,12 @@ class ClassifierConfig(_Section):
 
 def classifier_leaf_fields() -> dict[str, tuple[str | None, Any]]:
     """Every settable field: flag name -> (section or None for top level, field info)."""
-    leaves: dict[str, tuple[str | None, Any]] = {}
-    for name, info in ClassifierConfig.model_fields.items():
-        annotation = info.annotation
-        if isinstance(annotation, type) and issubclass(annotation, _Section):
-            for sub_name, sub_info in annotation.model_fields.items():
-                leaves[sub_name] = (name, sub_info)
-        else:
-            leaves[name] = (None, info)
-    return leaves
+    return leaf_fields(ClassifierConfig)
 
 
 def build_classifier_config(base: dict[str, Any], overrides: dict[str, Any]) -> ClassifierConfig:
     """Validate ``base`` (from YAML) with flag-named ``overrides`` applied on top."""
-    merged: dict[str, Any] = {
-        key: (dict(v) if isinstance(v, dict) else v) for key, v in base.items()
-    }
-    leaves = classifier_leaf_fields()
-    for flag, value in overrides.items():
-        if flag not in leaves:
-            raise UserError(f"unknown config field '{flag}'")
-        section, _ = leaves[flag]
-        if section is None:
-            merged[flag] = value
-        else:
-            target = merged.setdefault(section, {})
-            if not isinstance(target, dict):
-                raise UserError(f"invalid config: {section} must be a mapping")
-            target[flag] = value
+    merged = apply_overrides(base, overrides, classifier_leaf_fields())
     try:
         return ClassifierConfig.model_validate(merged)
     except ValidationError as exc:

@@ -301,12 +301,15 @@ class RunConfig(_Section):
         return self.model_dump(mode="json")
 
 
-def leaf_fields() -> dict[str, tuple[str | None, Any]]:
-    """Every settable field: flag name -> (section or None for top level, field info)."""
+def leaf_fields(
+    config_class: type[BaseModel] | None = None,
+) -> dict[str, tuple[str | None, Any]]:
+    """Every settable field of ``config_class`` (default RunConfig): flag name -> (section
+    or None for top level, field info)."""
     leaves: dict[str, tuple[str | None, Any]] = {}
-    for name, info in RunConfig.model_fields.items():
+    for name, info in (config_class or RunConfig).model_fields.items():
         annotation = info.annotation
-        if isinstance(annotation, type) and issubclass(annotation, _Section):
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             for sub_name, sub_info in annotation.model_fields.items():
                 leaves[sub_name] = (name, sub_info)
         else:
@@ -335,10 +338,18 @@ def read_yaml(path: Path) -> dict[str, Any]:
 
 def build_config(base: dict[str, Any], overrides: dict[str, Any]) -> RunConfig:
     """Validate ``base`` (from YAML) with flag-named ``overrides`` applied on top."""
+    return validate_config(apply_overrides(base, overrides, leaf_fields()))
+
+
+def apply_overrides(
+    base: dict[str, Any],
+    overrides: dict[str, Any],
+    leaves: dict[str, tuple[str | None, Any]],
+) -> dict[str, Any]:
+    """A copy of ``base`` with each flag-named override put in its section (see leaf_fields)."""
     merged: dict[str, Any] = {
         key: (dict(v) if isinstance(v, dict) else v) for key, v in base.items()
     }
-    leaves = leaf_fields()
     for flag, value in overrides.items():
         if flag not in leaves:
             raise UserError(f"unknown config field '{flag}'")
@@ -350,7 +361,7 @@ def build_config(base: dict[str, Any], overrides: dict[str, Any]) -> RunConfig:
             if not isinstance(target, dict):
                 raise UserError(f"invalid config: {section} must be a mapping")
             target[flag] = value
-    return validate_config(merged)
+    return merged
 
 
 def validate_config(data: dict[str, Any]) -> RunConfig:
