@@ -44,6 +44,7 @@ from ae_anomaly.data.tensors import UINT8_SCALE, to_image_tensor
 from ae_anomaly.device import select_device
 from ae_anomaly.errors import UserError
 from ae_anomaly.fileio import atomic_write, write_json
+from ae_anomaly.inference import batched_outputs
 from ae_anomaly.training import ProgressListener, TrainSettings, train
 
 FORMAT_NAME = "ae-anomaly-classifier"
@@ -312,13 +313,7 @@ class DigitClassifierModel(BaseEstimator):  # type: ignore[misc]
                 f"the classifier was trained on images of shape {self.input_shape_}, "
                 f"got {tuple(images.shape[1:])}"
             )
-        model.eval()
-        for start in range(0, len(images), PREDICT_BATCH):
-            batch = images[start : start + PREDICT_BATCH].to(self.device_)
-            # Entered per batch, never across a yield: a caller that stops
-            # half-way must not be left with gradients switched off.
-            with torch.inference_mode():
-                logits = model(batch)
+        for _, logits in batched_outputs(model, images, self.device_, PREDICT_BATCH):
             yield logits
 
     def evaluate(self, X: Any, y: Any) -> dict[str, Any]:

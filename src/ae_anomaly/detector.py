@@ -39,6 +39,7 @@ from ae_anomaly.data.tensors import UINT8_SCALE, to_image_tensor
 from ae_anomaly.device import select_device
 from ae_anomaly.errors import UserError
 from ae_anomaly.fileio import atomic_write, write_json
+from ae_anomaly.inference import batched_outputs
 from ae_anomaly.models import build_model
 from ae_anomaly.scoring import error_map, image_scores
 from ae_anomaly.thresholds import parse_threshold
@@ -213,14 +214,7 @@ class AutoencoderDetector(BaseEstimator):  # type: ignore[misc]
                 f"the detector was fitted on images of shape {self.input_shape_}, "
                 f"got {tuple(images.shape[1:])}"
             )
-        model.eval()
-        for start in range(0, len(images), SCORE_BATCH):
-            batch = images[start : start + SCORE_BATCH].to(self.device_)
-            # The mode is entered per batch, never across a yield: a caller that
-            # stops half-way must not be left with gradients switched off.
-            with torch.inference_mode():
-                reconstruction = model(batch)
-            yield batch, reconstruction
+        yield from batched_outputs(model, images, self.device_, SCORE_BATCH)
 
     def _fitted_model(self) -> nn.Module:
         if not hasattr(self, "model_"):
