@@ -86,7 +86,8 @@ def write_guard(
     correct = predicted == test.source_label
     threshold = float(detector.threshold_)
     accepted = scores <= threshold
-    metrics = guard_metrics(test, correct, accepted, scores, proba.max(axis=1))
+    curves = coverage_curves(correct, scores, proba.max(axis=1))
+    metrics = guard_metrics(test, correct, accepted, curves)
     metrics["threshold"] = threshold
     metrics["threshold_rule"] = config.detector.threshold
     metrics["training"] = detector.training_summary()
@@ -96,7 +97,6 @@ def write_guard(
     }
     detector.save(folder / "detector")
     write_text(folder / "scores.csv", guard_csv(test, scores, accepted, predicted, proba, correct))
-    curves = coverage_curves(correct, scores, proba.max(axis=1))
     plots = [
         *([_plot("loss.png", plot_loss(detector.history_))] if detector.history_ else []),
         _plot("accuracy_by_kind.png", plot_accuracy_by_kind(metrics)),
@@ -112,10 +112,10 @@ def guard_metrics(
     test: TestSet,
     correct: NDArray[Any],
     accepted: NDArray[Any],
-    scores: NDArray[Any],
-    confidence: NDArray[Any],
+    curves: dict[str, dict[str, NDArray[Any]]],
 ) -> dict[str, Any]:
-    """Accuracy on everything and on what the detector accepts, overall and per kind."""
+    """Accuracy on everything and on what the detector accepts, overall and per kind,
+    and on the ``curves`` (see coverage_curves) at the COVERAGES levels."""
     groups = {"all": np.ones(len(correct), dtype=bool)}
     groups |= {kind: test.kinds == kind for kind in dict.fromkeys(test.kinds.tolist())}
     by_kind = {
@@ -127,7 +127,6 @@ def guard_metrics(
         }
         for name, mask in groups.items()
     }
-    curves = coverage_curves(correct, scores, confidence)
     at = {
         f"{c:g}": {
             name: float(np.interp(c, curve["coverage"], curve["accuracy"]))

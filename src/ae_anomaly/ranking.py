@@ -22,7 +22,16 @@ from numpy.typing import NDArray
 from ae_anomaly.data.scenarios import RankingSet, ScenarioData
 from ae_anomaly.evaluation import format_number
 from ae_anomaly.fileio import write_text
-from ae_anomaly.report import Plot, figure_png, html_table, plot_loss, render_page, write_page
+from ae_anomaly.report import (
+    LOG_SCALE_SPAN,
+    Plot,
+    figure_png,
+    html_table,
+    plot_loss,
+    render_page,
+    score_bins,
+    write_page,
+)
 
 if TYPE_CHECKING:
     from ae_anomaly.config import RunConfig
@@ -182,13 +191,7 @@ def plot_score_histogram(
 ) -> bytes:
     fig = Figure(figsize=(7, 4), layout="constrained")
     ax = fig.add_subplot()
-    positive = scores[scores > 0]
-    log_x = positive.size > 0 and positive.max() / positive.min() > 100
-    bins = (
-        np.geomspace(positive.min(), positive.max(), 61)
-        if log_x
-        else np.linspace(scores.min(), scores.max() + 1e-12, 61)
-    )
+    bins, log_x = score_bins(scores)
     for name in SPLITS:
         group = scores[split == name]
         if group.size:
@@ -226,7 +229,7 @@ def plot_scores_by_label(scores: NDArray[Any], ranked: RankingSet) -> bytes:
         [_label_name(ranked, int(label)) for label in labels],
         rotation=30 if len(ranked.class_names[0]) > 2 else 0,
     )
-    if scores.min() > 0 and scores.max() / scores.min() > 100:
+    if scores.min() > 0 and scores.max() / scores.min() > LOG_SCALE_SPAN:
         ax.set_yscale("log")
     ax.set(xlabel="label (display only)", ylabel="anomaly score", title="Scores per label")
     ax.grid(alpha=0.3, axis="y")

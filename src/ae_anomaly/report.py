@@ -208,7 +208,7 @@ def plot_scores(
 
     ``colors`` maps each kind to its colour, in legend order (see :func:`kind_colors`).
     """
-    bins, log_x = _score_bins(scores)
+    bins, log_x = score_bins(scores)
     fig = Figure(figsize=(7, 4), layout="constrained")
     ax = fig.add_subplot()
     for kind, color in colors.items():
@@ -371,7 +371,7 @@ def _pr_line(ax: Axes, name: str, y: NDArray[Any], s: NDArray[Any], color: str) 
     )
 
 
-def _score_bins(scores: NDArray[Any]) -> tuple[NDArray[Any], bool]:
+def score_bins(scores: NDArray[Any]) -> tuple[NDArray[Any], bool]:
     """Shared histogram edges; log-spaced when positive scores span orders of magnitude."""
     positive = scores[scores > 0]
     if positive.size and positive.max() / positive.min() > LOG_SCALE_SPAN:

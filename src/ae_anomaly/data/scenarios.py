@@ -120,9 +120,8 @@ def one_class_scenario(dataset: Dataset, data: DataConfig, seed: int) -> Scenari
     train, val = split_normal(
         dataset.train_images[dataset.train_labels == normal_class], data, seed
     )
-    rng = np.random.default_rng([seed, _TEST_STREAM])
     # Sorted, so a limited test set keeps the dataset's order (and every index once).
-    order = np.sort(rng.permutation(len(dataset.test_images))[: data.test_limit])
+    order = _limited_order(len(dataset.test_images), data.test_limit, seed, _TEST_STREAM)
     classes = dataset.test_labels[order]
     names = class_kinds(dataset, normal_class)
     n = len(order)
