@@ -336,10 +336,14 @@ CUDA = torch.cuda.is_available()
         pytest.param(["--scenario", "other"], ["scenario"], id="scenario"),
         pytest.param(["--model-args", "[16, 32]"], ["model_args"], id="model-args-type"),
         pytest.param(
-            ["--model-args", "{foo: 1}"], ["bad arguments", "conv-bn", "foo"], id="model-args-key"
+            ["--model-args", "{foo: 1}"],
+            ["bad arguments", "conv-dense", "foo"],
+            id="model-args-key",
         ),
         pytest.param(
-            ["--model-args", "{channels: [16, 32, 64]}"], ["divisible by 8"], id="model-depth"
+            ["--model", "conv-bn", "--model-args", "{channels: [16, 32, 64]}"],
+            ["divisible by 8"],
+            id="model-depth",
         ),
         pytest.param(
             ["--model-args", "{channels: [-1]}"],

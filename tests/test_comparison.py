@@ -27,6 +27,7 @@ def comparison(shared_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
             "batch_size": 64,
             "noise_std": [0.1, 0.3],
         },
+        recipe=False,  # as `ae-anomaly compare` builds it
     )
     out = tmp_path_factory.mktemp("compare") / "out"
     compare_models(config, ["fc-small", "conv-bn"], out)

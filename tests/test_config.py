@@ -141,8 +141,33 @@ def test_score_and_loss_kinds_accepted(value: str) -> None:
     assert config.training.loss == value
 
 
-def test_unknown_score_kind_rejected() -> None:
-    assert "detector.score" in invalid({"detector": {"score": "ssim"}})
+@pytest.mark.parametrize("score", ["ssim2", "mse+", "ssim+ssim", "latent+psnr", ""])
+def test_unknown_score_kind_rejected(score: str) -> None:
+    assert "detector.score" in invalid({"detector": {"score": score}})
+
+
+@pytest.mark.parametrize("score", ["ssim", "latent", "ssim+latent", "blur-mse+rel-blur"])
+def test_score_kinds_and_combinations_accepted(score: str) -> None:
+    assert validate_config({"detector": {"score": score}}).detector.score == score
+
+
+def test_corruptions_recipe_fills_unset_fields_only() -> None:
+    config = build_config({"training": {"epochs": 3}}, {})
+    assert (config.model, config.detector.score, config.training.epochs) == (
+        "conv-dense",
+        "ssim+latent",
+        3,
+    )
+
+
+def test_naming_a_model_drops_the_recipe() -> None:
+    config = build_config({}, {"model": "conv-bn"})
+    assert (config.detector.score, config.training.epochs) == ("mse", 6)
+
+
+def test_recipe_only_for_its_scenario_and_when_asked() -> None:
+    assert build_config({}, {"scenario": "guard"}).model == "conv-bn"
+    assert build_config({}, {}, recipe=False).model == "conv-bn"
 
 
 @pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "cuda:1", "mps"])

@@ -259,7 +259,7 @@ def raised(call: Any) -> type[BaseException] | None:
 
 
 def test_unknown_score_kind_is_a_user_error(mnist: Dataset) -> None:
-    kind = raised(lambda: small_detector(score="ssim").fit(mnist.train_images[:40]))
+    kind = raised(lambda: small_detector(score="ssim2").fit(mnist.train_images[:40]))
     assert kind is UserError
 
 
@@ -271,7 +271,10 @@ def test_unknown_loss_is_a_user_error(mnist: Dataset) -> None:
 def test_failed_scoring_leaves_no_inference_mode(
     fitted: AutoencoderDetector, probe: np.ndarray, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(fitted, "score", "bogus")
+    def failing(*args: Any) -> Any:
+        raise ValueError("scoring failed")
+
+    monkeypatch.setattr(fitted.scorer_, "combine", failing)
     caught: list[BaseException] = []
     try:
         fitted.score_samples(probe)
@@ -405,7 +408,6 @@ def _drop(key: str) -> Any:
         (_set("input_shape", [1, -28, 28]), "bad field"),
         (_set("input_shape", [1.0, 28, 28]), "bad field"),
         (_set("input_shape", "1x28x28"), "bad field"),
-        (_set("threshold", {"rule": "percentile:95", "value": -0.5}), "bad field"),
         (_set("threshold", {"rule": "percentile:95", "value": float("nan")}), "bad field"),
         (_set("threshold", {"rule": "percentile:95", "value": float("inf")}), "bad field"),
         (_set("threshold", {"rule": "percentile:95", "value": True}), "bad field"),
@@ -442,7 +444,6 @@ def _drop(key: str) -> Any:
         "negative-size",
         "float-channels",
         "shape-as-string",
-        "negative-threshold",
         "nan-threshold",
         "infinite-threshold",
         "boolean-threshold",
@@ -547,6 +548,9 @@ def test_get_params_lists_every_init_argument() -> None:
         "patience": 2,
         "loss": "mse",
         "schedule": "constant",
+        "restore": "none",
+        "restore_angle": 30.0,
+        "restore_share": 0.5,
         "val_fraction": 0.1,
         "device": "auto",
         "seed": 0,

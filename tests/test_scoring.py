@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ae_anomaly.scoring import SCORE_KINDS, error_map, image_scores
+from ae_anomaly.score_kinds import PIXEL_SCORES as SCORE_KINDS
+from ae_anomaly.scoring import error_map, image_scores
 
 
 def pair() -> tuple[torch.Tensor, torch.Tensor]:
@@ -100,8 +101,8 @@ def test_mse_and_mae_rank_differently_when_they_should() -> None:
 
 def test_unknown_kind() -> None:
     images, recons = pair()
-    with pytest.raises(ValueError, match="ssim"):
-        error_map(images, recons, "ssim")
+    with pytest.raises(ValueError, match="latent"):
+        error_map(images, recons, "latent")
 
 
 def test_gaussian_blur_keeps_mass_and_spreads_a_point() -> None:

@@ -24,6 +24,7 @@ from ae_anomaly.thresholds import Fixed, MeanPlusStd, Percentile, parse_threshol
         ("fixed:1e-3", Fixed(0.001)),
         ("fixed:.5", Fixed(0.5)),
         ("fixed:0", Fixed(0.0)),
+        ("fixed:-1.5", Fixed(-1.5)),  # combined scores are z-score sums
         # spaces and case do not matter
         ("  percentile:95  ", Percentile(95.0)),
         ("Percentile: 95", Percentile(95.0)),
@@ -54,7 +55,6 @@ def test_parse_each_form(spec: str, rule: object) -> None:
         "mean+2",
         "mean+2stds",
         "fixed:",
-        "fixed:-0.1",
         "fixed:0.02:0.03",
         "median",
         "quantile:0.95",

@@ -76,9 +76,13 @@ class RowWriter:
             self._stream.write(json.dumps(row) + "\n")
 
 
-def error_map_png(error: np.ndarray, score_kind: str) -> bytes:
+# Error maps of these kinds hold squared differences: shown as their root, in pixel units.
+SQUARED_MAPS = ("mse", "blur-mse", "rel-blur")
+
+
+def error_map_png(error: np.ndarray, map_kind: str) -> bytes:
     """One (H, W) error map as PNG bytes, brightness = error in pixel units."""
-    values = np.sqrt(np.maximum(error, 0.0)) if score_kind == "mse" else error
+    values = np.sqrt(np.maximum(error, 0.0)) if map_kind in SQUARED_MAPS else error
     pixels = np.clip(np.rint(np.asarray(values, dtype=np.float64) * 255.0), 0, 255)
     buffer = BytesIO()
     Image.fromarray(pixels.astype(np.uint8)).save(buffer, format="PNG")
@@ -112,7 +116,7 @@ def score_chunks(
             is_anomaly = score > threshold
             writer.write(name, score, threshold, is_anomaly)
             if maps is not None and error_maps is not None:
-                png = error_map_png(maps[i], detector.score)
+                png = error_map_png(maps[i], detector.error_map_kind())
                 write_bytes(error_maps / error_map_name(summary.scored + i, name), png)
             summary.anomalies += int(is_anomaly)
         summary.scored += len(chunk.names)

@@ -178,7 +178,13 @@ def _resume_config(out: Path | None, config_path: Path | None) -> Path:
 
 def print_summary(console: Console, metrics: dict[str, Any], folder: Path, seconds: float) -> None:
     """A short table: AUROC / AUPRC / share flagged per kind, then the threshold figures."""
-    table = Table(title=f"Results ({seconds:.0f} s)")
+    detector = metrics.get("detector")
+    caption = (
+        f"{detector['model']}, score {detector['score']}; {detector['assumes']}"
+        if detector
+        else None
+    )
+    table = Table(title=f"Results ({seconds:.0f} s)", caption=caption)
     for column in ("group", "n", "AUROC", "AUPRC", "flagged"):
         table.add_column(column, justify="left" if column == "group" else "right")
     table.add_row(
@@ -310,7 +316,9 @@ def compare(
         build_model(unknown[0], (1, 28, 28))  # raises the usual "unknown model" sentence
     if len(set(models)) != len(models):
         raise UserError(f"--models names a model twice: {model_list}")
-    config = build_config(read_yaml(config_path) if config_path else {}, parse_overrides(raw))
+    # Every model is scored alike, by the package defaults: a recipe is for one model.
+    base = read_yaml(config_path) if config_path else {}
+    config = build_config(base, parse_overrides(raw), recipe=False)
     out = out or default_out("compare", config.data.dataset)
 
     console = Console(stderr=True, quiet=quiet)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from torch import nn
 
 from ae_anomaly import __version__
 from ae_anomaly.config import (
+    RESTORATION_FIELDS,
     DataConfig,
     DetectorConfig,
     RunConfig,
@@ -40,8 +42,11 @@ from ae_anomaly.device import select_device
 from ae_anomaly.errors import UserError
 from ae_anomaly.fileio import atomic_write, write_json
 from ae_anomaly.inference import batched_outputs
-from ae_anomaly.models import build_model
-from ae_anomaly.scoring import error_map, image_scores
+from ae_anomaly.models import WithCode, build_model, has_code
+from ae_anomaly.restoration import restoration
+from ae_anomaly.score_kinds import PIXEL_SCORES, parse_score, uses_code
+from ae_anomaly.scorer import Scorer, empty_scorer, fitted_density
+from ae_anomaly.scoring import error_map
 from ae_anomaly.thresholds import parse_threshold
 from ae_anomaly.training import ProgressListener, TrainSettings, train
 
@@ -51,6 +56,8 @@ WEIGHTS_FILE = "weights.safetensors"
 META_FILE = "detector.json"
 # Saved beside the weights so that a loaded detector can refit its threshold.
 VALIDATION_SCORES_KEY = "detector.validation_scores"
+# The scorer's fitted tensors (code density, calibration) are saved under this prefix.
+SCORER_PREFIX = "scorer."
 # Images per forward pass when scoring; scoring needs no gradients, so this
 # can be far larger than a training batch.
 SCORE_BATCH = 1024
@@ -59,7 +66,8 @@ SCORE_BATCH = 1024
 class AutoencoderDetector(BaseEstimator):  # type: ignore[misc]
     """Reconstruction-error anomaly detector.
 
-    Fitted attributes: ``model_`` (the trained network), ``input_shape_``
+    Fitted attributes: ``model_`` (the trained network), ``scorer_`` (the
+    score with whatever it fitted: code density, calibration), ``input_shape_``
     (C, H, W), ``device_``, ``history_`` (per-epoch losses),
     ``validation_scores_`` (scores of the held-out normal images) and
     ``threshold_`` (fitted from them).
@@ -77,6 +85,9 @@ class AutoencoderDetector(BaseEstimator):  # type: ignore[misc]
         patience: int = 2,
         loss: str = "mse",
         schedule: str = "constant",
+        restore: str = "none",
+        restore_angle: float = 30.0,
+        restore_share: float = 0.5,
         val_fraction: float = 0.1,
         device: str = "auto",
         seed: int = 0,
@@ -91,6 +102,9 @@ class AutoencoderDetector(BaseEstimator):  # type: ignore[misc]
         self.patience = patience
         self.loss = loss
         self.schedule = schedule
+        self.restore = restore
+        self.restore_angle = restore_angle
+        self.restore_share = restore_share
         self.val_fraction = val_fraction
         self.device = device
         self.seed = seed
@@ -128,21 +142,50 @@ class AutoencoderDetector(BaseEstimator):  # type: ignore[misc]
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             network = build_model(self.model, self.input_shape_, **(self.model_args or {}))
+        if uses_code(self.score) and not has_code(network):
+            raise UserError(
+                f"score {self.score!r} needs a model with a code vector (conv-dense, lenet, "
+                f"fc-small or fc-deep); {self.model} has none"
+            )
         self.model_ = _placed(network, self.device_)
+        images, val = images.to(self.device_), val.to(self.device_)
         progress = train(
             self.model_,
-            images.to(self.device_),
-            val.to(self.device_),
-            TrainSettings(**training.model_dump(), seed=self.seed),
+            images,
+            val,
+            TrainSettings(**training.model_dump(exclude=RESTORATION_FIELDS), seed=self.seed),
             checkpoint_dir=checkpoint_dir,
             resume=resume,
             listener=listener,
+            restore=restoration(training.restore, training.restore_angle, training.restore_share),
         )
         self.history_ = [asdict(r) for r in progress.history]
         self.best_epoch_ = progress.best_epoch
+        self.scorer_ = self._fitted_scorer(images, val)
         self.validation_scores_ = self.score_samples(val)
         self.threshold_ = rule.fit(self.validation_scores_)
         return self
+
+    def _fitted_scorer(self, images: torch.Tensor, val: torch.Tensor) -> Scorer:
+        """The score with its density fitted on the training codes and calibrated on ``val``.
+
+        The density sees training images, the calibration validation images:
+        the threshold, fitted on validation scores, then sees scores of images
+        that nothing was fitted on but the calibration's two numbers per term.
+        """
+        codes = self._codes(images) if uses_code(self.score) else None
+        with torch.random.fork_rng(devices=[]):
+            scorer = Scorer(self.score, fitted_density(self.score, codes, self.seed))
+        self.scorer_ = scorer.to(self.device_)
+        values = [self.scorer_.term_values(*batch) for batch in self._batches(val)]
+        self.scorer_.calibrate(torch.cat(values))
+        return self.scorer_
+
+    def _codes(self, images: torch.Tensor) -> torch.Tensor:
+        coded = WithCode(self._fitted_model())
+        return torch.cat(
+            [out[1] for _, out in batched_outputs(coded, images, self.device_, SCORE_BATCH)]
+        )
 
     def training_summary(self) -> dict[str, Any]:
         """Epochs run, the best epoch, per-epoch losses and the device, for metrics.json."""
@@ -153,6 +196,17 @@ class AutoencoderDetector(BaseEstimator):  # type: ignore[misc]
             "history": self.history_,
             "device": str(self.device_),
         }
+
+    def description(self) -> dict[str, str]:
+        """Model, score and what the training assumed, in words, for reports."""
+        if self.restore == "none":
+            assumes = "generic: trained on normal images only, assumes nothing about anomalies"
+        else:
+            assumes = (
+                f"{self.restore} training (+-{self.restore_angle:g} degrees, share "
+                f"{self.restore_share:g}): relies on knowing that rotation is an anomaly"
+            )
+        return {"model": self.model, "score": self.score, "assumes": assumes}
 
     def _checked_training(self) -> TrainingConfig:
         """Validate the parameters with the same rules as the config file.
@@ -169,6 +223,9 @@ class AutoencoderDetector(BaseEstimator):  # type: ignore[misc]
                 patience=self.patience,
                 loss=self.loss,
                 schedule=self.schedule,
+                restore=self.restore,
+                restore_angle=self.restore_angle,
+                restore_share=self.restore_share,
             )
         except ValidationError as exc:
             raise UserError(
@@ -187,7 +244,8 @@ class AutoencoderDetector(BaseEstimator):  # type: ignore[misc]
 
     def score_samples(self, X: Any) -> np.ndarray:
         """Per-image anomaly score (higher = more anomalous), float64 array of length N."""
-        chunks = [image_scores(x, r, self.score) for x, r in self._reconstruct_batches(X)]
+        scorer = self._fitted_scorer_()
+        chunks = [scorer(*batch) for batch in self._batches(X)]
         return torch.cat(chunks).double().cpu().numpy()
 
     def decision_function(self, X: Any) -> np.ndarray:
@@ -201,12 +259,20 @@ class AutoencoderDetector(BaseEstimator):  # type: ignore[misc]
     def reconstruct(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
         """Reconstructions (N, C, H, W) in [0, 1] and per-pixel error maps (N, H, W)."""
         recons, maps = [], []
-        for x, r in self._reconstruct_batches(X):
+        kind = self.error_map_kind()
+        for x, r, _ in self._batches(X):
             recons.append(r.cpu())
-            maps.append(error_map(x, r, self.score).cpu())
+            maps.append(error_map(x, r, kind).cpu())
         return torch.cat(recons).numpy(), torch.cat(maps).numpy()
 
-    def _reconstruct_batches(self, X: Any) -> Any:
+    def error_map_kind(self) -> str:
+        """The pixel score whose map ``reconstruct`` shows: the score's first pixel kind
+        (mse for a score of the code alone, which has no map of its own)."""
+        pixel = [term for term in parse_score(self.score) if term in PIXEL_SCORES]
+        return pixel[0] if pixel else "mse"
+
+    def _batches(self, X: Any) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+        """(images, reconstructions, codes or None) batch by batch, on the detector's device."""
         model = self._fitted_model()
         images = to_image_tensor(X)
         if tuple(images.shape[1:]) != self.input_shape_:
@@ -214,12 +280,22 @@ class AutoencoderDetector(BaseEstimator):  # type: ignore[misc]
                 f"the detector was fitted on images of shape {self.input_shape_}, "
                 f"got {tuple(images.shape[1:])}"
             )
-        yield from batched_outputs(model, images, self.device_, SCORE_BATCH)
+        if not uses_code(self.score):
+            for x, r in batched_outputs(model, images, self.device_, SCORE_BATCH):
+                yield x, r, None
+            return
+        coded = WithCode(model)
+        for x, (r, code) in batched_outputs(coded, images, self.device_, SCORE_BATCH):
+            yield x, r, code
 
     def _fitted_model(self) -> nn.Module:
         if not hasattr(self, "model_"):
             raise UserError("this detector is not fitted yet; call fit() or load() first")
         return self.model_  # type: ignore[no-any-return]
+
+    def _fitted_scorer_(self) -> Scorer:
+        self._fitted_model()
+        return self.scorer_  # type: ignore[no-any-return]
 
     def _fitted_threshold(self) -> float:
         self._fitted_model()
@@ -239,6 +315,8 @@ class AutoencoderDetector(BaseEstimator):  # type: ignore[misc]
             ) from None
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         state[VALIDATION_SCORES_KEY] = torch.from_numpy(np.asarray(self.validation_scores_))
+        for key, tensor in self._fitted_scorer_().state_dict().items():
+            state[SCORER_PREFIX + key] = tensor.detach().cpu().contiguous()
         atomic_write(folder / WEIGHTS_FILE, lambda tmp: save_file(state, str(tmp)))
         write_json(folder / META_FILE, self._metadata())
         return folder
@@ -292,11 +370,13 @@ class AutoencoderDetector(BaseEstimator):  # type: ignore[misc]
         except (SafetensorError, OSError, RuntimeError) as exc:
             raise UserError(f"cannot load weights from {weights_path}: {exc}") from None
         detector.validation_scores_ = _validation_scores(state, weights_path)
+        scorer = _saved_scorer(detector.score, state, weights_path)
         _check_state_matches(network, state, weights_path, meta_path)
         network.load_state_dict(state)
         detector.device_ = select_device(device)
         detector.model_ = _placed(network, detector.device_)
         detector.model_.eval()
+        detector.scorer_ = scorer.to(detector.device_)
         return detector
 
 
@@ -357,8 +437,9 @@ def _checked_fields(meta: dict[str, Any]) -> _Fields:
     ):
         raise ValueError(f"input_shape must be three positive integers (C, H, W), got {shape!r}")
     threshold = meta["threshold"]["value"]
-    if not _is_number(threshold) or not math.isfinite(threshold) or threshold < 0:
-        raise ValueError(f"threshold.value must be a finite number >= 0, got {threshold!r}")
+    # Combined scores are sums of z-scores, so a threshold may be negative.
+    if not _is_number(threshold) or not math.isfinite(threshold):
+        raise ValueError(f"threshold.value must be a finite number, got {threshold!r}")
     training = meta["training"]
     history, best_epoch = training["history"], training["best_epoch"]
     if not isinstance(history, list) or not all(isinstance(r, dict) for r in history):
@@ -389,6 +470,28 @@ def _validation_scores(state: dict[str, torch.Tensor], path: Path) -> np.ndarray
     if scores.ndim != 1 or not scores.is_floating_point() or not bool(torch.isfinite(scores).all()):
         raise UserError(f"{path} holds validation scores that are not a list of finite numbers")
     return scores.numpy()
+
+
+def _saved_scorer(spec: str, state: dict[str, torch.Tensor], path: Path) -> Scorer:
+    """The fitted scorer saved in ``state`` (its keys are removed from it)."""
+    saved = {
+        key.removeprefix(SCORER_PREFIX): state.pop(key)
+        for key in [k for k in state if k.startswith(SCORER_PREFIX)]
+    }
+    try:
+        scorer = empty_scorer(spec, saved)
+        scorer.load_state_dict(saved)
+    except (UserError, RuntimeError) as exc:
+        raise UserError(
+            f"{path} holds no usable fitted score {spec!r}: {_first_line(exc)}"
+        ) from None
+    if not all(bool(torch.isfinite(t).all()) for t in saved.values()):
+        raise UserError(f"{path} holds a fitted score {spec!r} with values that are not finite")
+    return scorer
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def _check_state_matches(
@@ -427,6 +530,9 @@ def detector_from_config(config: RunConfig) -> AutoencoderDetector:
         patience=config.training.patience,
         loss=config.training.loss,
         schedule=config.training.schedule,
+        restore=config.training.restore,
+        restore_angle=config.training.restore_angle,
+        restore_share=config.training.restore_share,
         val_fraction=config.data.val_fraction,
         device=config.device,
         seed=config.seed,

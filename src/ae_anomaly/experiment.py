@@ -216,6 +216,7 @@ def write_artefacts(
     metrics["threshold_rule"] = config.detector.threshold
     metrics["threshold_data"] = config.detector.threshold_data
     metrics["training"] = detector.training_summary()
+    metrics["detector"] = detector.description()
     detector.save(folder / "detector")
     corruption_columns = config.scenario == "corruptions"
     write_text(folder / "scores.csv", scores_csv(test, scores, threshold, corruption_columns))

@@ -28,7 +28,8 @@ from ae_anomaly import __version__
 from ae_anomaly.detector import AutoencoderDetector
 from ae_anomaly.errors import UserError
 from ae_anomaly.fileio import write_bytes
-from ae_anomaly.scoring import image_scores
+from ae_anomaly.models import WithCode
+from ae_anomaly.scorer import Scorer
 
 # Opset 17 is read by every onnxruntime since 1.11 and covers every op used here.
 OPSET = 17
@@ -38,16 +39,23 @@ EXPORT_FORMATS = ("onnx",)
 
 
 class ScoringModel(nn.Module):
-    """The autoencoder followed by the per-image score: images -> (score, reconstruction)."""
+    """The autoencoder followed by the per-image score: images -> (score, reconstruction).
 
-    def __init__(self, model: nn.Module, score: str) -> None:
+    The scorer's fitted code density and calibration travel as constants, so
+    combined and latent scores export too.
+    """
+
+    def __init__(self, model: nn.Module, scorer: Scorer) -> None:
         super().__init__()
-        self.model = model
-        self.score = score
+        self.model = WithCode(model) if scorer.needs_code else model
+        self.scorer = scorer
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.scorer.needs_code:
+            reconstruction, code = self.model(images)
+            return self.scorer(images, reconstruction, code), reconstruction
         reconstruction = self.model(images)
-        return image_scores(images, reconstruction, self.score), reconstruction
+        return self.scorer(images, reconstruction), reconstruction
 
 
 def require_onnx() -> None:
@@ -66,7 +74,8 @@ def onnx_bytes(detector: AutoencoderDetector) -> bytes:
     network = copy.deepcopy(detector._fitted_model()).cpu()
     # The saved layout (channels_last) is a CPU speed trick; the graph wants plain NCHW.
     network = network.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
-    wrapper = ScoringModel(network, detector.score).eval()
+    scorer = copy.deepcopy(detector._fitted_scorer_()).cpu()
+    wrapper = ScoringModel(network, scorer).eval()
     example = torch.rand(2, *detector.input_shape_)
     dynamic = {name: {0: "batch"} for name in (INPUT_NAME, *OUTPUT_NAMES)}
     with tempfile.TemporaryDirectory() as scratch, warnings.catch_warnings():

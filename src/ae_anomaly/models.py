@@ -66,8 +66,14 @@ class DenseAutoencoder(Autoencoder):
         self.encoder = _dense_stack(widths, last_activation=nn.ReLU())
         self.decoder = _dense_stack(widths[::-1], last_activation=nn.Sigmoid())
 
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x.flatten(1))  # type: ignore[no-any-return]
+
+    def decode(self, code: torch.Tensor) -> torch.Tensor:
+        return self.decoder(code).view(-1, *self.input_shape)  # type: ignore[no-any-return]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.encoder(x.flatten(1))).view(x.shape)
+        return self.decode(self.encode(x))
 
 
 class FCSmall(DenseAutoencoder):
@@ -319,9 +325,12 @@ class ConvDense(Autoencoder):
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.encoder(x)  # type: ignore[no-any-return]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        grid = self.expand(self.encode(x)).view(-1, *self.grid)
+    def decode(self, code: torch.Tensor) -> torch.Tensor:
+        grid = self.expand(code).view(-1, *self.grid)
         return self.decoder(grid)  # type: ignore[no-any-return]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x))
 
 
 def _conv_bn(conv: nn.Module, channels: int) -> list[nn.Module]:
@@ -370,6 +379,23 @@ MODELS: dict[str, ModelEntry] = {
         LeNetAutoencoder, "Deep SVDD LeNet: 8/4-channel 5x5 convs, BN without affine, 32-d code"
     ),
 }
+
+
+def has_code(model: nn.Module) -> bool:
+    """True for models with a code vector: ``encode`` to it and ``decode`` from it."""
+    return callable(getattr(model, "encode", None)) and callable(getattr(model, "decode", None))
+
+
+class WithCode(nn.Module):
+    """A coded model as (reconstruction, code): one pass that also hands out the code."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        code = self.model.encode(x)  # type: ignore[operator]
+        return self.model.decode(code), code  # type: ignore[operator]
 
 
 def model_names() -> list[str]:

@@ -449,7 +449,17 @@ def render_page(
 
 def _headline_table(metrics: Metrics) -> str:
     at = metrics["at_threshold"]
+    detector = metrics.get("detector")
+    described = (
+        [
+            ("detector", f"{detector['model']}, score {detector['score']}"),
+            ("assumes", detector["assumes"]),
+        ]
+        if detector
+        else []
+    )
     rows = [
+        *described,
         (
             "test images",
             f"{metrics['n_test']} ({metrics['n_normal']} normal, "

@@ -55,7 +55,8 @@ _NUMBER = r"([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
 _PATTERNS: list[tuple[re.Pattern[str], type[Percentile] | type[MeanPlusStd] | type[Fixed]]] = [
     (re.compile(rf"percentile:{_NUMBER}"), Percentile),
     (re.compile(rf"mean\+{_NUMBER}std"), MeanPlusStd),
-    (re.compile(rf"fixed:{_NUMBER}"), Fixed),
+    # Combined scores (scorer.py) are z-score sums, so a fixed cut-off may be negative.
+    (re.compile(rf"fixed:(-?{_NUMBER[1:-1]})"), Fixed),
 ]
 
 

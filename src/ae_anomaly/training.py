@@ -36,6 +36,9 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 # (training batch, the epoch's generator) -> the batch as the model sees it, e.g.
 # randomly shifted; drawing from the epoch's generator keeps a resumed run exact.
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+# (training batch, the epoch's generator) -> (what the model sees, what it must
+# give back): an autoencoder trained to restore a changed image (restoration.py).
+Restore = Callable[[torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
 
 
 @dataclass(frozen=True)
@@ -101,15 +104,19 @@ def train(
     val_targets: torch.Tensor | None = None,
     loss_fn: LossFn | None = None,
     augment: Augment | None = None,
+    restore: Restore | None = None,
 ) -> TrainProgress:
     """Train ``model`` in place; end with the weights of its best validation loss.
 
     Without targets the model learns to reconstruct ``train_images``. With
     ``train_targets`` and ``val_targets`` (one per image, e.g. class labels)
-    it learns to map each image to its target under ``loss_fn``.
+    it learns to map each image to its target under ``loss_fn``. With
+    ``restore`` it learns to map each changed training image back to its original.
     """
     if (train_targets is None) != (val_targets is None):
         raise ValueError("give both train_targets and val_targets, or neither")
+    if restore is not None and (train_targets is not None or augment is not None):
+        raise ValueError("restore makes its own inputs and targets: give no targets or augment")
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
     progress = TrainProgress()
     best_state = copy.deepcopy(model.state_dict())
@@ -132,6 +139,7 @@ def train(
             targets=train_targets,
             loss_fn=loss_fn,
             augment=augment,
+            restore=restore,
         )
         # Positional: tests replace evaluate_loss with a stand-in taking *args.
         val_loss = evaluate_loss(model, val_images, settings, val_targets, loss_fn)
@@ -162,6 +170,7 @@ def _train_epoch(
     targets: torch.Tensor | None = None,
     loss_fn: LossFn | None = None,
     augment: Augment | None = None,
+    restore: Restore | None = None,
 ) -> float:
     model.train()
     # A generator per epoch, seeded from (seed, epoch): a resumed run shuffles
@@ -179,8 +188,10 @@ def _train_epoch(
         batch = images[index]
         if augment is not None:
             batch = augment(batch, generator)
-        # An autoencoder's target is its (augmented) input.
+        # An autoencoder's target is its (augmented) input, unless it restores.
         target = batch if targets is None else targets[index]
+        if restore is not None:
+            batch, target = restore(batch, generator)
         loss = _loss(model(batch), target, settings, loss_fn)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -43,7 +43,10 @@ def resample(
     and back, so an image with angle and shift 0 is still filtered like the rest.
     """
     n = images.shape[0]
+    # Angles and shifts follow the images to their device (restoration training
+    # resamples batches on the GPU).
     shifts = torch.zeros(n, 2) if shifts_px is None else shifts_px
+    shifts, angles_deg = shifts.to(images.device), angles_deg.to(images.device)
     if angles_deg.shape != (n,) or shifts.shape != (n, 2):
         raise ValueError("one angle and one (x, y) shift per image are needed")
     chunks = [
@@ -74,8 +77,8 @@ def _warp(images: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     height, width = images.shape[-2:]
     # The same grid affine_grid builds (align_corners=False), by broadcasting:
     # several times faster on CPU than its batched matrix product.
-    ys = (torch.arange(height, dtype=images.dtype) * 2 + 1) / height - 1
-    xs = (torch.arange(width, dtype=images.dtype) * 2 + 1) / width - 1
+    ys = (torch.arange(height, dtype=images.dtype, device=images.device) * 2 + 1) / height - 1
+    xs = (torch.arange(width, dtype=images.dtype, device=images.device) * 2 + 1) / width - 1
     a, b, c = (theta[:, 0, k].view(-1, 1, 1) for k in range(3))
     d, e, f = (theta[:, 1, k].view(-1, 1, 1) for k in range(3))
     x, y = xs.view(1, 1, -1), ys.view(1, -1, 1)

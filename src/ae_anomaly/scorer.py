@@ -1,0 +1,122 @@
+"""The detector's score: a pixel comparison, the code's density, or several combined.
+
+A score is named by one kind (``mse``) or several joined by ``+``
+(``ssim+latent``). One kind gives its raw value, exactly as scoring.py
+computes it. Several kinds are put on one scale first: each is z-scored with
+the mean and standard deviation it has on the clean validation images (pixel
+scores after a log, since they are positive and skewed), and the z-scores
+are summed. The sum therefore has no unit; 0 is a typical normal image.
+
+``latent`` is the negative log-likelihood of the image's code under a
+Gaussian mixture fitted on the training images' codes (latent_density.py);
+it needs a model with an ``encode``/``decode`` pair (conv-dense, lenet,
+fc-small, fc-deep).
+
+Everything fitted (the mixture, the calibration) is held in buffers, so it
+is saved with the weights, moves to the model's device and exports to ONNX.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ae_anomaly.errors import UserError
+from ae_anomaly.latent_density import CodeDensity, fit_code_density
+from ae_anomaly.score_kinds import LATENT, parse_score, uses_code
+from ae_anomaly.scoring import image_scores
+
+# Pixel scores can be exactly 0 (a perfect reconstruction); the log needs a floor.
+_LOG_FLOOR = 1e-12
+# A term whose validation values hardly vary would get a huge weight.
+_STD_FLOOR = 1e-6
+
+
+class Scorer(nn.Module):
+    """(images, reconstructions, codes) -> one score per image; see the module docstring.
+
+    Fitted state: ``density`` (when ``latent`` is a term) and ``calibration``
+    (T, 2): each term's validation mean and standard deviation (when T > 1).
+    """
+
+    calibration: torch.Tensor
+    _logged: torch.Tensor
+
+    def __init__(self, spec: str, density: CodeDensity | None = None) -> None:
+        super().__init__()
+        self.spec = spec
+        self.terms = parse_score(spec)
+        if LATENT in self.terms and density is None:
+            raise ValueError("a latent score needs a fitted code density")
+        self.density = density
+        if len(self.terms) > 1:
+            self.register_buffer("calibration", torch.tensor([[0.0, 1.0]] * len(self.terms)))
+        # Which terms are logged before z-scoring: the positive pixel scores.
+        # The likelihood is already a log and can be negative.
+        self.register_buffer(
+            "_logged", torch.tensor([t != LATENT for t in self.terms]), persistent=False
+        )
+
+    @property
+    def needs_code(self) -> bool:
+        return self.density is not None
+
+    def term_values(
+        self, images: torch.Tensor, reconstructions: torch.Tensor, codes: torch.Tensor | None
+    ) -> torch.Tensor:
+        """(N, T): each term's raw value per image."""
+        columns = []
+        for term in self.terms:
+            if term == LATENT:
+                assert self.density is not None and codes is not None
+                columns.append(self.density(codes))
+            else:
+                columns.append(image_scores(images, reconstructions, term))
+        return torch.stack(columns, dim=1)
+
+    def combine(self, values: torch.Tensor) -> torch.Tensor:
+        """(N, T) raw term values -> (N,) scores."""
+        if len(self.terms) == 1:
+            return values[:, 0]
+        mean, std = self.calibration[:, 0], self.calibration[:, 1]
+        return ((self._transformed(values) - mean) / std).sum(dim=1)
+
+    def forward(
+        self,
+        images: torch.Tensor,
+        reconstructions: torch.Tensor,
+        codes: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        return self.combine(self.term_values(images, reconstructions, codes))
+
+    def calibrate(self, validation_values: torch.Tensor) -> None:
+        """Fit each term's mean and std on the (N, T) values of clean validation images."""
+        if len(self.terms) == 1:
+            return
+        if len(validation_values) < 2:
+            raise UserError("combining scores needs at least two validation images")
+        transformed = self._transformed(validation_values).double()
+        std = transformed.std(dim=0).clamp(min=_STD_FLOOR)
+        self.calibration.copy_(torch.stack([transformed.mean(dim=0), std], dim=1))
+
+    def _transformed(self, values: torch.Tensor) -> torch.Tensor:
+        return torch.where(self._logged, values.clamp(min=_LOG_FLOOR).log(), values)
+
+
+def fitted_density(spec: str, training_codes: torch.Tensor | None, seed: int) -> CodeDensity | None:
+    """The code density a score needs (fitted on the training codes), or None."""
+    if not uses_code(spec):
+        return None
+    assert training_codes is not None
+    return fit_code_density(training_codes, seed)
+
+
+def empty_scorer(spec: str, state: dict[str, torch.Tensor]) -> Scorer:
+    """A Scorer shaped to receive ``state`` (a saved scorer's tensors, keys without prefix)."""
+    density = None
+    if uses_code(spec):
+        means = state.get("density.means")
+        if means is None or means.ndim != 2:
+            raise UserError(f"the saved detector lacks the code density its score {spec!r} needs")
+        density = CodeDensity(code_size=means.shape[1], components=means.shape[0])
+    return Scorer(spec, density)

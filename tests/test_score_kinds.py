@@ -1,0 +1,207 @@
+"""The score kinds beyond plain pixel errors: SSIM, the code's density, combinations,
+and restoration training; pinned on formulas and on small slices of real MNIST."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+from sklearn.mixture import GaussianMixture
+
+from ae_anomaly.config import CorruptionConfig, DataConfig
+from ae_anomaly.data.corruptions import add_gaussian_noise, random_shifts, resample
+from ae_anomaly.data.scenarios import ScenarioData, corruptions_scenario
+from ae_anomaly.data.sources import Dataset
+from ae_anomaly.detector import SCORER_PREFIX, WEIGHTS_FILE, AutoencoderDetector
+from ae_anomaly.errors import UserError
+from ae_anomaly.latent_density import fit_code_density
+from ae_anomaly.models import build_model, has_code, model_names
+from ae_anomaly.restoration import restoration
+from ae_anomaly.score_kinds import parse_score
+from ae_anomaly.scorer import Scorer
+from ae_anomaly.scoring import image_scores, ssim_map
+
+# -- formulas --------------------------------------------------------------------------------
+
+
+def test_ssim_is_one_for_identical_images_and_the_score_zero() -> None:
+    x = torch.rand(3, 1, 16, 16)
+    assert torch.allclose(ssim_map(x, x), torch.ones_like(x), atol=1e-5)
+    assert torch.allclose(image_scores(x, x, "ssim"), torch.zeros(3), atol=1e-5)
+
+
+def test_ssim_score_grows_with_noise_and_ignores_nothing_else() -> None:
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(4, 1, 16, 16, generator=generator)
+    scores = [
+        image_scores(x, add_gaussian_noise(x, torch.full((4,), s), generator), "ssim").mean()
+        for s in (0.05, 0.1, 0.3)
+    ]
+    assert scores[0] < scores[1] < scores[2]
+
+
+def test_code_density_matches_scikit_learn() -> None:
+    generator = np.random.default_rng(0)
+    codes = np.concatenate([generator.normal(-2, 1, (300, 3)), generator.normal(3, 0.5, (300, 3))])
+    density = fit_code_density(torch.from_numpy(codes).float(), seed=0)
+    standard = (codes - codes.mean(0)) / codes.std(0)
+    reference = GaussianMixture(
+        n_components=int(density.means.shape[0]),
+        covariance_type="full",
+        reg_covar=1e-4,
+        random_state=0,
+    ).fit(standard)
+    ours = density(torch.from_numpy(codes).float()).numpy()
+    assert np.allclose(ours, -reference.score_samples(standard), atol=1e-3)
+
+
+def test_code_density_uses_fewer_components_for_few_codes() -> None:
+    density = fit_code_density(torch.randn(40, 16), seed=0)
+    assert density.means.shape[0] == 1
+    assert torch.isfinite(density(torch.randn(5, 16))).all()
+
+
+def test_single_kind_is_the_raw_score_and_a_combination_the_sum_of_z_scores() -> None:
+    x, r = torch.rand(50, 1, 8, 8), torch.rand(50, 1, 8, 8)
+    assert torch.equal(Scorer("mse")(x, r), image_scores(x, r, "mse"))
+    scorer = Scorer("mse+ssim")
+    values = scorer.term_values(x, r, None)
+    scorer.calibrate(values[:30])
+    logged = values.log().double()
+    z = (logged - logged[:30].mean(0)) / logged[:30].std(0)
+    assert torch.allclose(scorer(x, r).double(), z.sum(1), atol=1e-4)
+    # Calibrated on the validation values, their combined scores are centred on 0.
+    assert abs(float(scorer(x[:30], r[:30]).mean())) < 1e-4
+
+
+@pytest.mark.parametrize("name", model_names())
+def test_models_with_a_code_decode_it_to_their_forward_output(name: str) -> None:
+    model = build_model(name, (1, 28, 28)).eval()
+    if not has_code(model):
+        assert name in ("conv-bn", "conv-strided", "conv-keras")
+        return
+    x = torch.rand(2, 1, 28, 28)
+    assert torch.allclose(model.decode(model.encode(x)), model(x))  # type: ignore[operator]
+
+
+def test_score_names_are_checked() -> None:
+    assert parse_score("ssim+latent") == ("ssim", "latent")
+    for bad in ("ssim+", "psnr", "mse+mse"):
+        with pytest.raises(UserError):
+            parse_score(bad)
+
+
+def test_rotate_to_upright_rotates_a_share_and_keeps_targets_upright() -> None:
+    restore = restoration("rotate-to-upright", max_angle=30.0, probability=0.5)
+    assert restore is not None and restoration("none", 30.0, 0.5) is None
+    batch = torch.rand(400, 1, 12, 12)
+    inputs, targets = restore(batch, torch.Generator().manual_seed(3))
+    # Replay the generator: the same shifts, no angle, give the targets.
+    replay = torch.Generator().manual_seed(3)
+    turned = torch.rand(400, generator=replay) < 0.5
+    torch.rand(400, generator=replay)
+    shifts = random_shifts(400, replay)
+    assert torch.allclose(targets, resample(batch, torch.zeros(400), 2, shifts), atol=1e-6)
+    assert torch.allclose(inputs[~turned], targets[~turned], atol=1e-6)
+    assert 150 < int(turned.sum()) < 250
+
+
+# -- real slices -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def digits(mnist: Dataset) -> ScenarioData:
+    """3,000 fair-resampled training digits and 2,000 test digits of every kind."""
+    data = DataConfig(train_limit=3000, test_limit=2000)
+    return corruptions_scenario(mnist, data, CorruptionConfig(), seed=0)
+
+
+def _auroc(detector: AutoencoderDetector, digits: ScenarioData, kind: str) -> float:
+    assert digits.test is not None
+    kinds = np.asarray(digits.test.kinds)
+    keep = (kinds == "clean") | (kinds == kind)
+    if kind == "rotation":  # the 20-30 degree band, the issue's headline
+        keep &= (kinds == "clean") | (np.abs(digits.test.angle) >= 20)
+    scores = detector.score_samples(digits.test.images[torch.from_numpy(keep)])
+    return float(roc_auc_score(kinds[keep] != "clean", scores))
+
+
+# Small batches: a few hundred steps, enough for the model to give black
+# backgrounds back black (SSIM's luminance term needs that; README, Scores).
+SLICE_TRAINING = {"model": "conv-dense", "epochs": 6, "batch_size": 32}
+
+
+@pytest.fixture(scope="module")
+def generic(digits: ScenarioData) -> AutoencoderDetector:
+    return AutoencoderDetector(score="ssim+latent", **SLICE_TRAINING).fit(digits.train, digits.val)
+
+
+def test_ssim_latent_flags_noise_on_real_digits(
+    generic: AutoencoderDetector, digits: ScenarioData
+) -> None:
+    # Measured 0.95 on this slice (full MNIST, 10 epochs: 0.998, docs/rotation.md).
+    assert _auroc(generic, digits, "noise") > 0.9
+
+
+def _rescored(detector: AutoencoderDetector, score: str, digits: ScenarioData) -> Any:
+    """The same trained network under another score kind."""
+    other = copy.deepcopy(detector).set_params(score=score)
+    other._fitted_scorer(digits.train, digits.val)
+    return other
+
+
+def test_latent_term_adds_to_ssim_on_rotated_digits(
+    generic: AutoencoderDetector, digits: ScenarioData
+) -> None:
+    ssim_only = _rescored(generic, "ssim", digits)
+    assert _auroc(generic, digits, "rotation") > _auroc(ssim_only, digits, "rotation")
+
+
+def test_rotate_to_upright_catches_rotation_that_plain_training_misses(
+    generic: AutoencoderDetector, digits: ScenarioData
+) -> None:
+    # Same model, data, steps and score; only the restoration differs.
+    plain = _rescored(generic, "mse", digits)
+    restored = AutoencoderDetector(
+        score="mse", restore="rotate-to-upright", restore_share=0.7, **SLICE_TRAINING
+    ).fit(digits.train, digits.val)
+    # Measured on this slice at 20-30 degrees: 0.79 against 0.68.
+    assert _auroc(restored, digits, "rotation") > _auroc(plain, digits, "rotation") + 0.05
+    # ... at little cost to noise (mse on this slice: 0.91 with restoration, 0.92 without).
+    assert _auroc(restored, digits, "noise") > _auroc(plain, digits, "noise") - 0.05
+
+
+def test_latent_score_saves_and_loads_exactly(
+    generic: AutoencoderDetector, digits: ScenarioData, tmp_path: Path
+) -> None:
+    generic.save(tmp_path / "d")
+    loaded = AutoencoderDetector.load(tmp_path / "d")
+    sample = digits.val[:200]
+    assert np.array_equal(loaded.score_samples(sample), generic.score_samples(sample))
+    assert loaded.threshold_ == generic.threshold_
+
+
+def test_a_saved_latent_score_without_its_density_is_refused(
+    generic: AutoencoderDetector, tmp_path: Path
+) -> None:
+    from safetensors.torch import load_file, save_file
+
+    generic.save(tmp_path / "d")
+    state = load_file(str(tmp_path / "d" / WEIGHTS_FILE))
+    save_file(
+        {k: v for k, v in state.items() if not k.startswith(SCORER_PREFIX + "density")},
+        str(tmp_path / "d" / WEIGHTS_FILE),
+    )
+    with pytest.raises(UserError, match="code density"):
+        AutoencoderDetector.load(tmp_path / "d")
+
+
+def test_latent_score_on_a_model_without_a_code_fails_before_training() -> None:
+    detector = AutoencoderDetector(model="conv-bn", score="ssim+latent")
+    with pytest.raises(UserError, match="needs a model with a code"):
+        detector.fit(np.zeros((40, 28, 28), dtype=np.uint8))
