@@ -114,3 +114,20 @@ def test_bad_detector_folder(tmp_path: Path) -> None:
     assert "cannot read detector file" in result.stderr
     result = export("--detector", tmp_path, "--format", "tflite")
     assert result.exit_code == EXIT_USER_ERROR
+
+
+def test_combined_latent_score_exports_with_its_fitted_state(
+    fashion: Dataset, tmp_path: Path
+) -> None:
+    """ssim+latent: the code density and the calibration travel inside the graph."""
+    detector = AutoencoderDetector(
+        model="conv-dense", score="ssim+latent", epochs=1, batch_size=32, device="cpu"
+    ).fit(fashion.train_images[:600])
+    path = export_onnx(detector, tmp_path / "combined.onnx")
+    images = fashion.test_images[:200]
+    batch = images[:, None].astype(np.float32) / 255
+    scores, _ = session(path).run(None, {INPUT_NAME: batch})
+    expected = detector.score_samples(images)
+    # Sums of z-scores are larger numbers than pixel errors: compare relative to their spread.
+    difference = float(np.abs(scores - expected).max()) / float(expected.std())
+    assert difference < 1e-4, f"max difference {difference} of the scores' spread"

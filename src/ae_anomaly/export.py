@@ -82,6 +82,8 @@ def onnx_bytes(detector: AutoencoderDetector) -> bytes:
         # The TorchScript-based exporter is deprecated in favour of the
         # torch.export one, which needs onnxscript; it still works and is stable here.
         warnings.simplefilter("ignore", DeprecationWarning)
+        # The blur kernels and channel counts are constants on purpose (scoring.py).
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
         torch.onnx.export(
             wrapper,
             (example,),

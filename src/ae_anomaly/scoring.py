@@ -95,10 +95,11 @@ def gaussian_blur(
     The kernel reaches ``radius`` pixels each way, 2 sigma unless given.
     """
     radius = math.ceil(2 * sigma) if radius is None else radius
-    t = torch.arange(-radius, radius + 1, dtype=images.dtype, device=images.device)
-    kernel = torch.exp(-(t**2) / (2 * sigma * sigma))
-    kernel = kernel / kernel.sum()
-    channels = images.shape[1]
+    # The kernel and channel count are plain Python numbers, so that an ONNX
+    # export sees them as constants (a traced kernel has no known shape).
+    weights = [math.exp(-(k * k) / (2 * sigma * sigma)) for k in range(-radius, radius + 1)]
+    kernel = torch.tensor(weights, dtype=images.dtype, device=images.device) / sum(weights)
+    channels = int(images.shape[1])
     # One kernel per channel (groups=channels): channels are blurred independently.
     row = kernel.view(1, 1, 1, -1).repeat(channels, 1, 1, 1)
     col = kernel.view(1, 1, -1, 1).repeat(channels, 1, 1, 1)
