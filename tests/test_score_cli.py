@@ -19,7 +19,7 @@ from click.testing import CliRunner, Result
 from PIL import Image
 
 from ae_anomaly import AutoencoderDetector
-from ae_anomaly.batch_scoring import error_map_name, score_inputs
+from ae_anomaly.batch_scoring import error_map_name, error_map_png, score_inputs
 from ae_anomaly.cli import cli
 from ae_anomaly.data.sources import Dataset
 from tests.helpers import cli_env, run_subprocess
@@ -123,6 +123,14 @@ def test_error_maps_are_written_as_pngs(
     assert written.shape == (28, 28)
     expected = np.clip(np.rint(np.sqrt(maps[0]) * 255), 0, 255)
     assert np.abs(written.astype(int) - expected).max() <= 1
+
+
+@pytest.mark.parametrize(("kind", "pixel"), [("mse", 128), ("blur-mse", 128), ("ssim", 64)])
+def test_error_map_brightness_is_in_pixel_units(kind: str, pixel: int) -> None:
+    """Squared maps are shown as their root: an error of 0.5 is half bright either way."""
+    error = np.full((4, 4), 0.25)
+    png = error_map_png(error, kind)
+    assert np.asarray(Image.open(io.BytesIO(png)))[0, 0] == pixel
 
 
 def test_error_map_names() -> None:
