@@ -160,6 +160,17 @@ def test_corruptions_recipe_fills_unset_fields_only() -> None:
     )
 
 
+def test_one_class_recipe() -> None:
+    config = build_config({}, {"scenario": "one-class", "normal_class": 7, "score": "mae"})
+    assert (config.model, config.training.epochs, config.training.schedule) == (
+        "conv-dense",
+        20,
+        "cosine",
+    )
+    assert config.training.patience == 20  # the schedule sets the length, not early stopping
+    assert config.detector.score == "mae"  # a flag still wins over the recipe
+
+
 def test_naming_a_model_drops_the_recipe() -> None:
     config = build_config({}, {"model": "conv-bn"})
     assert (config.detector.score, config.training.epochs) == ("mse", 6)

@@ -205,3 +205,11 @@ def test_latent_score_on_a_model_without_a_code_fails_before_training() -> None:
     detector = AutoencoderDetector(model="conv-bn", score="ssim+latent")
     with pytest.raises(UserError, match="needs a model with a code"):
         detector.fit(np.zeros((40, 28, 28), dtype=np.uint8))
+
+
+def test_a_restoring_detector_says_it_relies_on_knowing_the_anomaly() -> None:
+    generic = AutoencoderDetector(model="conv-dense").description()
+    assert generic["assumes"].startswith("generic")
+    restoring = AutoencoderDetector(restore="rotate-to-upright", restore_angle=45).description()
+    assert "relies on knowing that rotation is an anomaly" in restoring["assumes"]
+    assert "+-45 degrees" in restoring["assumes"]
