@@ -243,9 +243,13 @@ def _find(cells: list[Cell], normal_class: int, seed: int) -> Cell:
 def machine_description() -> str:
     device = "CUDA " + torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
     return (
-        f"{platform.system()} {platform.machine()}, {torch.get_num_threads()} torch threads, "
+        f"{platform.system()} {platform.machine()}, {_threads(torch.get_num_threads())}, "
         f"{device}, torch {torch.__version__}"
     )
+
+
+def _threads(count: int) -> str:
+    return "1 torch thread" if count == 1 else f"{count} torch threads"
 
 
 def markdown_table(summary: dict[str, Any]) -> str:
