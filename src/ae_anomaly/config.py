@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -126,6 +127,15 @@ class TrainingConfig(_Section):
 RESTORATION_FIELDS = {"restore", "restore_angle", "restore_share"}
 
 
+def _parsable(parse: Callable[[str], object], value: str) -> str:
+    """``value`` if ``parse`` accepts it; its UserError as the validator's ValueError."""
+    try:
+        parse(value)
+    except UserError as exc:
+        raise ValueError(str(exc)) from None
+    return value
+
+
 class DetectorConfig(_Section):
     score: str = Field("mse", description=f"per-image score: {SCORE_FORMS} (see README, Scores)")
     threshold: str = Field(
@@ -142,20 +152,12 @@ class DetectorConfig(_Section):
     @field_validator("score")
     @classmethod
     def _valid_score(cls, value: str) -> str:
-        try:
-            parse_score(value)
-        except UserError as exc:
-            raise ValueError(str(exc)) from None
-        return value
+        return _parsable(parse_score, value)
 
     @field_validator("threshold")
     @classmethod
     def _valid_threshold(cls, value: str) -> str:
-        try:
-            parse_threshold(value)
-        except UserError as exc:
-            raise ValueError(str(exc)) from None
-        return value
+        return _parsable(parse_threshold, value)
 
 
 class CorruptionConfig(_Section):
