@@ -24,10 +24,10 @@ from ae_anomaly.errors import UserError
 from ae_anomaly.evaluation import format_number
 from ae_anomaly.experiment import prepare_data, score_test_set
 from ae_anomaly.fileio import write_bytes, write_json, write_text, write_yaml
-from ae_anomaly.models import build_model, has_code, parameter_count
+from ae_anomaly.models import build_model, parameter_count
 from ae_anomaly.outputs import CONFIG_FILE, RunFolder
 from ae_anomaly.report import figure_png
-from ae_anomaly.score_kinds import uses_code
+from ae_anomaly.scorer import require_code
 from ae_anomaly.training import ProgressListener
 
 DEFAULT_MODELS = ("fc-small", "fc-deep", "conv-strided", "conv-bn", "conv-keras")
@@ -85,12 +85,7 @@ def compare_models(
     data = prepare_data(config)
     shape = tuple(data.train.shape[1:])
     for name in models:  # every model must fit the data before any training starts
-        network = build_model(name, shape)
-        if uses_code(config.detector.score) and not has_code(network):
-            raise UserError(
-                f"score {config.detector.score!r} needs a model with a code vector; "
-                f"{name} has none: compare with a pixel score such as mse or ssim"
-            )
+        require_code(config.detector.score, build_model(name, shape), name)
     folder.prepare(overwrite=overwrite, resume=False)
     try:
         rows = _run_all(config, models, data, folder.work, listener, on_model)

@@ -42,10 +42,11 @@ from ae_anomaly.device import select_device
 from ae_anomaly.errors import UserError
 from ae_anomaly.fileio import atomic_write, write_json
 from ae_anomaly.inference import batched_outputs
-from ae_anomaly.models import WithCode, build_model, has_code
+from ae_anomaly.latent_density import fit_code_density
+from ae_anomaly.models import WithCode, build_model
 from ae_anomaly.restoration import restoration
 from ae_anomaly.score_kinds import PIXEL_SCORES, parse_score, uses_code
-from ae_anomaly.scorer import Scorer, empty_scorer, fitted_density
+from ae_anomaly.scorer import Scorer, empty_scorer, require_code
 from ae_anomaly.scoring import error_map
 from ae_anomaly.thresholds import parse_threshold
 from ae_anomaly.training import ProgressListener, TrainSettings, train
@@ -142,11 +143,7 @@ class AutoencoderDetector(BaseEstimator):  # type: ignore[misc]
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             network = build_model(self.model, self.input_shape_, **(self.model_args or {}))
-        if uses_code(self.score) and not has_code(network):
-            raise UserError(
-                f"score {self.score!r} needs a model with a code vector (conv-dense, lenet, "
-                f"fc-small or fc-deep); {self.model} has none"
-            )
+        require_code(self.score, network, self.model)
         self.model_ = _placed(network, self.device_)
         images, val = images.to(self.device_), val.to(self.device_)
         progress = train(
@@ -161,31 +158,29 @@ class AutoencoderDetector(BaseEstimator):  # type: ignore[misc]
         )
         self.history_ = [asdict(r) for r in progress.history]
         self.best_epoch_ = progress.best_epoch
-        self.scorer_ = self._fitted_scorer(images, val)
-        self.validation_scores_ = self.score_samples(val)
+        self.scorer_, val_values = self._fit_scorer(images, val)
+        # The calibration's term values of the validation images give their scores too.
+        self.validation_scores_ = self.scorer_.combine(val_values).double().cpu().numpy()
         self.threshold_ = rule.fit(self.validation_scores_)
         return self
 
-    def _fitted_scorer(self, images: torch.Tensor, val: torch.Tensor) -> Scorer:
-        """The score with its density fitted on the training codes and calibrated on ``val``.
+    def _fit_scorer(self, images: torch.Tensor, val: torch.Tensor) -> tuple[Scorer, torch.Tensor]:
+        """The score with its density fitted on the training codes and calibrated on ``val``,
+        and the (N, T) term values of ``val`` it was calibrated on.
 
         The density sees training images, the calibration validation images:
         the threshold, fitted on validation scores, then sees scores of images
         that nothing was fitted on but the calibration's two numbers per term.
         """
-        codes = self._codes(images) if uses_code(self.score) else None
-        with torch.random.fork_rng(devices=[]):
-            scorer = Scorer(self.score, fitted_density(self.score, codes, self.seed))
-        self.scorer_ = scorer.to(self.device_)
-        values = [self.scorer_.term_values(*batch) for batch in self._batches(val)]
-        self.scorer_.calibrate(torch.cat(values))
-        return self.scorer_
-
-    def _codes(self, images: torch.Tensor) -> torch.Tensor:
-        coded = WithCode(self._fitted_model())
-        return torch.cat(
-            [out[1] for _, out in batched_outputs(coded, images, self.device_, SCORE_BATCH)]
-        )
+        density = None
+        if uses_code(self.score):
+            codes = torch.cat([c for _, _, c in self._batches(images) if c is not None])
+            with torch.random.fork_rng(devices=[]):
+                density = fit_code_density(codes, self.seed)
+        scorer = Scorer(self.score, density).to(self.device_)
+        values = torch.cat([scorer.term_values(*batch) for batch in self._batches(val)])
+        scorer.calibrate(values)
+        return scorer, values
 
     def training_summary(self) -> dict[str, Any]:
         """Epochs run, the best epoch, per-epoch losses and the device, for metrics.json."""
@@ -244,7 +239,7 @@ class AutoencoderDetector(BaseEstimator):  # type: ignore[misc]
 
     def score_samples(self, X: Any) -> np.ndarray:
         """Per-image anomaly score (higher = more anomalous), float64 array of length N."""
-        scorer = self._fitted_scorer_()
+        scorer = self._fitted_scorer()
         chunks = [scorer(*batch) for batch in self._batches(X)]
         return torch.cat(chunks).double().cpu().numpy()
 
@@ -293,7 +288,7 @@ class AutoencoderDetector(BaseEstimator):  # type: ignore[misc]
             raise UserError("this detector is not fitted yet; call fit() or load() first")
         return self.model_  # type: ignore[no-any-return]
 
-    def _fitted_scorer_(self) -> Scorer:
+    def _fitted_scorer(self) -> Scorer:
         self._fitted_model()
         return self.scorer_  # type: ignore[no-any-return]
 
@@ -315,7 +310,7 @@ class AutoencoderDetector(BaseEstimator):  # type: ignore[misc]
             ) from None
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         state[VALIDATION_SCORES_KEY] = torch.from_numpy(np.asarray(self.validation_scores_))
-        for key, tensor in self._fitted_scorer_().state_dict().items():
+        for key, tensor in self._fitted_scorer().state_dict().items():
             state[SCORER_PREFIX + key] = tensor.detach().cpu().contiguous()
         atomic_write(folder / WEIGHTS_FILE, lambda tmp: save_file(state, str(tmp)))
         write_json(folder / META_FILE, self._metadata())

@@ -74,7 +74,7 @@ def onnx_bytes(detector: AutoencoderDetector) -> bytes:
     network = copy.deepcopy(detector._fitted_model()).cpu()
     # The saved layout (channels_last) is a CPU speed trick; the graph wants plain NCHW.
     network = network.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
-    scorer = copy.deepcopy(detector._fitted_scorer_()).cpu()
+    scorer = copy.deepcopy(detector._fitted_scorer()).cpu()
     wrapper = ScoringModel(network, scorer).eval()
     example = torch.rand(2, *detector.input_shape_)
     dynamic = {name: {0: "batch"} for name in (INPUT_NAME, *OUTPUT_NAMES)}

@@ -22,7 +22,8 @@ import torch
 from torch import nn
 
 from ae_anomaly.errors import UserError
-from ae_anomaly.latent_density import CodeDensity, fit_code_density
+from ae_anomaly.latent_density import CodeDensity
+from ae_anomaly.models import has_code
 from ae_anomaly.score_kinds import LATENT, parse_score, uses_code
 from ae_anomaly.scoring import image_scores
 
@@ -103,12 +104,13 @@ class Scorer(nn.Module):
         return torch.where(self._logged, values.clamp(min=_LOG_FLOOR).log(), values)
 
 
-def fitted_density(spec: str, training_codes: torch.Tensor | None, seed: int) -> CodeDensity | None:
-    """The code density a score needs (fitted on the training codes), or None."""
-    if not uses_code(spec):
-        return None
-    assert training_codes is not None
-    return fit_code_density(training_codes, seed)
+def require_code(spec: str, network: nn.Module, model_name: str) -> None:
+    """A UserError when score ``spec`` needs a code that ``network`` does not have."""
+    if uses_code(spec) and not has_code(network):
+        raise UserError(
+            f"score {spec!r} needs a model with a code vector (conv-dense, lenet, fc-small "
+            f"or fc-deep); {model_name} has none: use a pixel score such as mse or ssim"
+        )
 
 
 def empty_scorer(spec: str, state: dict[str, torch.Tensor]) -> Scorer:
