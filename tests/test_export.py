@@ -119,9 +119,13 @@ def test_bad_detector_folder(tmp_path: Path) -> None:
 def test_combined_latent_score_exports_with_its_fitted_state(
     fashion: Dataset, tmp_path: Path
 ) -> None:
-    """ssim+latent: the code density and the calibration travel inside the graph."""
+    """The code density, the reference codes and the calibration travel inside the graph."""
     detector = AutoencoderDetector(
-        model="conv-dense", score="ssim+latent", epochs=1, batch_size=32, device="cpu"
+        model="conv-dense",
+        score="ssim+blur-mse+latent+knn",
+        epochs=1,
+        batch_size=32,
+        device="cpu",
     ).fit(fashion.train_images[:600])
     path = export_onnx(detector, tmp_path / "combined.onnx")
     images = fashion.test_images[:200]

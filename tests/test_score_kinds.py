@@ -12,14 +12,16 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 from sklearn.mixture import GaussianMixture
+from sklearn.neighbors import NearestNeighbors
 
+from ae_anomaly import latent_density
 from ae_anomaly.config import CorruptionConfig, DataConfig
 from ae_anomaly.data.corruptions import add_gaussian_noise, random_shifts, resample
 from ae_anomaly.data.scenarios import ScenarioData, corruptions_scenario
 from ae_anomaly.data.sources import Dataset
 from ae_anomaly.detector import SCORER_PREFIX, WEIGHTS_FILE, AutoencoderDetector
 from ae_anomaly.errors import UserError
-from ae_anomaly.latent_density import fit_code_density
+from ae_anomaly.latent_density import fit_code_density, fit_code_neighbours
 from ae_anomaly.models import build_model, has_code, model_names
 from ae_anomaly.restoration import restoration
 from ae_anomaly.score_kinds import parse_score
@@ -66,6 +68,35 @@ def test_code_density_uses_fewer_components_for_few_codes() -> None:
     assert torch.isfinite(density(torch.randn(5, 16))).all()
 
 
+def test_code_neighbours_match_scikit_learn() -> None:
+    generator = np.random.default_rng(1)
+    scale = np.array([1.0, 5.0, 0.2, 2.0])
+    train = generator.normal(size=(500, 4)) * scale + 3
+    queries = generator.normal(size=(60, 4)) * scale * 2 + 3
+    neighbours = fit_code_neighbours(torch.from_numpy(train).float(), seed=0)
+    mean, std = train.mean(0), train.std(0)
+    search = NearestNeighbors(n_neighbors=latent_density.NEIGHBOURS).fit((train - mean) / std)
+    expected = search.kneighbors((queries - mean) / std)[0].mean(1)
+    ours = neighbours(torch.from_numpy(queries).float()).numpy()
+    assert np.allclose(ours, expected, rtol=1e-4, atol=1e-4)
+    # A training code is its own nearest neighbour (distance 0, up to rounding).
+    own = neighbours(torch.from_numpy(train[:5]).float())
+    first = search.kneighbors((train[:5] - mean) / std)[0].mean(1)
+    assert np.allclose(own.numpy(), first, atol=1e-3)
+
+
+def test_code_neighbours_keep_a_seeded_bounded_subset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(latent_density, "MAX_REFERENCE_CODES", 100)
+    codes = torch.randn(1000, 8)
+    first, again = fit_code_neighbours(codes, seed=3), fit_code_neighbours(codes, seed=3)
+    assert first.reference.shape == (100, 8)
+    assert torch.equal(first.reference, again.reference)
+    assert not torch.equal(first.reference, fit_code_neighbours(codes, seed=4).reference)
+    # Fewer reference codes than neighbours: it averages over all of them.
+    few = fit_code_neighbours(torch.randn(3, 8), seed=0)
+    assert torch.isfinite(few(torch.randn(4, 8))).all()
+
+
 def test_single_kind_is_the_raw_score_and_a_combination_the_sum_of_z_scores() -> None:
     x, r = torch.rand(50, 1, 8, 8), torch.rand(50, 1, 8, 8)
     assert torch.equal(Scorer("mse")(x, r), image_scores(x, r, "mse"))
@@ -91,6 +122,7 @@ def test_models_with_a_code_decode_it_to_their_forward_output(name: str) -> None
 
 def test_score_names_are_checked() -> None:
     assert parse_score("ssim+latent") == ("ssim", "latent")
+    assert parse_score("blur-mse+knn") == ("blur-mse", "knn")
     for bad in ("ssim+", "psnr", "mse+mse"):
         with pytest.raises(UserError):
             parse_score(bad)
@@ -138,10 +170,12 @@ SLICE_TRAINING = {"model": "conv-dense", "epochs": 6, "batch_size": 32}
 
 @pytest.fixture(scope="module")
 def generic(digits: ScenarioData) -> AutoencoderDetector:
-    return AutoencoderDetector(score="ssim+latent", **SLICE_TRAINING).fit(digits.train, digits.val)
+    return AutoencoderDetector(score="ssim+latent+knn", **SLICE_TRAINING).fit(
+        digits.train, digits.val
+    )
 
 
-def test_ssim_latent_flags_noise_on_real_digits(
+def test_ssim_latent_knn_flags_noise_on_real_digits(
     generic: AutoencoderDetector, digits: ScenarioData
 ) -> None:
     # Measured 0.95 on this slice (full MNIST, 10 epochs: 0.998, docs/rotation.md).
@@ -155,11 +189,13 @@ def _rescored(detector: AutoencoderDetector, score: str, digits: ScenarioData) -
     return other
 
 
-def test_latent_term_adds_to_ssim_on_rotated_digits(
-    generic: AutoencoderDetector, digits: ScenarioData
+@pytest.mark.parametrize("code_score", ["latent", "knn"])
+def test_code_terms_add_to_ssim_on_rotated_digits(
+    generic: AutoencoderDetector, digits: ScenarioData, code_score: str
 ) -> None:
     ssim_only = _rescored(generic, "ssim", digits)
-    assert _auroc(generic, digits, "rotation") > _auroc(ssim_only, digits, "rotation")
+    with_code = _rescored(generic, f"ssim+{code_score}", digits)
+    assert _auroc(with_code, digits, "rotation") > _auroc(ssim_only, digits, "rotation")
 
 
 def test_rotate_to_upright_catches_rotation_that_plain_training_misses(
@@ -186,23 +222,27 @@ def test_latent_score_saves_and_loads_exactly(
     assert loaded.threshold_ == generic.threshold_
 
 
-def test_a_saved_latent_score_without_its_density_is_refused(
-    generic: AutoencoderDetector, tmp_path: Path
+@pytest.mark.parametrize(
+    ("part", "named"), [("density", "code density"), ("neighbours", "reference codes")]
+)
+def test_a_saved_code_score_without_its_fitted_part_is_refused(
+    generic: AutoencoderDetector, tmp_path: Path, part: str, named: str
 ) -> None:
     from safetensors.torch import load_file, save_file
 
     generic.save(tmp_path / "d")
     state = load_file(str(tmp_path / "d" / WEIGHTS_FILE))
     save_file(
-        {k: v for k, v in state.items() if not k.startswith(SCORER_PREFIX + "density")},
+        {k: v for k, v in state.items() if not k.startswith(SCORER_PREFIX + part)},
         str(tmp_path / "d" / WEIGHTS_FILE),
     )
-    with pytest.raises(UserError, match="code density"):
+    with pytest.raises(UserError, match=named):
         AutoencoderDetector.load(tmp_path / "d")
 
 
-def test_latent_score_on_a_model_without_a_code_fails_before_training() -> None:
-    detector = AutoencoderDetector(model="conv-bn", score="ssim+latent")
+@pytest.mark.parametrize("score", ["ssim+latent", "knn"])
+def test_code_score_on_a_model_without_a_code_fails_before_training(score: str) -> None:
+    detector = AutoencoderDetector(model="conv-bn", score=score)
     with pytest.raises(UserError, match="needs a model with a code"):
         detector.fit(np.zeros((40, 28, 28), dtype=np.uint8))
 

@@ -42,10 +42,10 @@ from ae_anomaly.device import select_device
 from ae_anomaly.errors import UserError
 from ae_anomaly.fileio import atomic_write, write_json
 from ae_anomaly.inference import batched_outputs
-from ae_anomaly.latent_density import fit_code_density
+from ae_anomaly.latent_density import fit_code_density, fit_code_neighbours
 from ae_anomaly.models import WithCode, build_model
 from ae_anomaly.restoration import restoration
-from ae_anomaly.score_kinds import PIXEL_SCORES, parse_score, uses_code
+from ae_anomaly.score_kinds import KNN, LATENT, PIXEL_SCORES, parse_score, uses_code
 from ae_anomaly.scorer import Scorer, empty_scorer, require_code
 from ae_anomaly.scoring import error_map
 from ae_anomaly.thresholds import parse_threshold
@@ -57,7 +57,8 @@ WEIGHTS_FILE = "weights.safetensors"
 META_FILE = "detector.json"
 # Saved beside the weights so that a loaded detector can refit its threshold.
 VALIDATION_SCORES_KEY = "detector.validation_scores"
-# The scorer's fitted tensors (code density, calibration) are saved under this prefix.
+# The scorer's fitted tensors (code density, reference codes, calibration) are saved
+# under this prefix.
 SCORER_PREFIX = "scorer."
 # Images per forward pass when scoring; scoring needs no gradients, so this
 # can be far larger than a training batch.
@@ -172,12 +173,16 @@ class AutoencoderDetector(BaseEstimator):  # type: ignore[misc]
         the threshold, fitted on validation scores, then sees scores of images
         that nothing was fitted on but the calibration's two numbers per term.
         """
-        density = None
+        terms = parse_score(self.score)
+        density = neighbours = None
         if uses_code(self.score):
             codes = torch.cat([c for _, _, c in self._batches(images) if c is not None])
-            with torch.random.fork_rng(devices=[]):
-                density = fit_code_density(codes, self.seed)
-        scorer = Scorer(self.score, density).to(self.device_)
+            if LATENT in terms:
+                with torch.random.fork_rng(devices=[]):
+                    density = fit_code_density(codes, self.seed)
+            if KNN in terms:
+                neighbours = fit_code_neighbours(codes, self.seed)
+        scorer = Scorer(self.score, density, neighbours).to(self.device_)
         values = torch.cat([scorer.term_values(*batch) for batch in self._batches(val)])
         scorer.calibrate(values)
         return scorer, values

@@ -10,9 +10,13 @@ from ae_anomaly.errors import UserError
 
 # Compare image and reconstruction pixel by pixel (scoring.py).
 PIXEL_SCORES: tuple[str, ...] = ("mse", "mae", "blur-mse", "rel-blur", "ssim")
-# How unusual the image's code is under the normal codes (latent_density.py).
+# How unusual the image's code is among the normal codes (latent_density.py):
+# its negative log-likelihood under a Gaussian mixture, or its mean distance to
+# the nearest training codes.
 LATENT = "latent"
-BASE_SCORES: tuple[str, ...] = (*PIXEL_SCORES, LATENT)
+KNN = "knn"
+CODE_SCORES: tuple[str, ...] = (LATENT, KNN)
+BASE_SCORES: tuple[str, ...] = (*PIXEL_SCORES, *CODE_SCORES)
 SCORE_FORMS = f"one of {', '.join(BASE_SCORES)}, or several joined by '+' (e.g. ssim+latent)"
 
 
@@ -29,4 +33,4 @@ def parse_score(spec: str) -> tuple[str, ...]:
 
 def uses_code(spec: str) -> bool:
     """True when the score needs the model's code (and so a model that has one)."""
-    return LATENT in parse_score(spec)
+    return any(term in CODE_SCORES for term in parse_score(spec))

@@ -7,13 +7,15 @@ the mean and standard deviation it has on the clean validation images (pixel
 scores after a log, since they are positive and skewed), and the z-scores
 are summed. The sum therefore has no unit; 0 is a typical normal image.
 
-``latent`` is the negative log-likelihood of the image's code under a
-Gaussian mixture fitted on the training images' codes (latent_density.py);
-it needs a model with an ``encode``/``decode`` pair (conv-dense, lenet,
-fc-small, fc-deep).
+The code kinds look at the model's code instead (latent_density.py):
+``latent`` is its negative log-likelihood under a Gaussian mixture fitted on
+the training images' codes, ``knn`` its mean distance to the nearest
+training codes. They need a model with an ``encode``/``decode`` pair
+(conv-dense, lenet, fc-small, fc-deep).
 
-Everything fitted (the mixture, the calibration) is held in buffers, so it
-is saved with the weights, moves to the model's device and exports to ONNX.
+Everything fitted (the mixture, the reference codes, the calibration) is held
+in buffers, so it is saved with the weights, moves to the model's device and
+exports to ONNX.
 """
 
 from __future__ import annotations
@@ -22,9 +24,9 @@ import torch
 from torch import nn
 
 from ae_anomaly.errors import UserError
-from ae_anomaly.latent_density import CodeDensity
+from ae_anomaly.latent_density import CodeDensity, CodeNeighbours
 from ae_anomaly.models import has_code
-from ae_anomaly.score_kinds import LATENT, parse_score, uses_code
+from ae_anomaly.score_kinds import KNN, LATENT, parse_score, uses_code
 from ae_anomaly.scoring import image_scores
 
 # Pixel scores can be exactly 0 (a perfect reconstruction); the log needs a floor.
@@ -36,31 +38,40 @@ _STD_FLOOR = 1e-6
 class Scorer(nn.Module):
     """(images, reconstructions, codes) -> one score per image; see the module docstring.
 
-    Fitted state: ``density`` (when ``latent`` is a term) and ``calibration``
-    (T, 2): each term's validation mean and standard deviation (when T > 1).
+    Fitted state: ``density`` (when ``latent`` is a term), ``neighbours`` (when
+    ``knn`` is) and ``calibration`` (T, 2): each term's validation mean and
+    standard deviation (when T > 1).
     """
 
     calibration: torch.Tensor
     _logged: torch.Tensor
 
-    def __init__(self, spec: str, density: CodeDensity | None = None) -> None:
+    def __init__(
+        self,
+        spec: str,
+        density: CodeDensity | None = None,
+        neighbours: CodeNeighbours | None = None,
+    ) -> None:
         super().__init__()
         self.spec = spec
         self.terms = parse_score(spec)
-        if LATENT in self.terms and density is None:
-            raise ValueError("a latent score needs a fitted code density")
+        if (LATENT in self.terms) != (density is not None):
+            raise ValueError("a code density is needed exactly when latent is a term")
+        if (KNN in self.terms) != (neighbours is not None):
+            raise ValueError("reference codes are needed exactly when knn is a term")
         self.density = density
+        self.neighbours = neighbours
         if len(self.terms) > 1:
             self.register_buffer("calibration", torch.tensor([[0.0, 1.0]] * len(self.terms)))
-        # Which terms are logged before z-scoring: the positive pixel scores.
-        # The likelihood is already a log and can be negative.
+        # Which terms are logged before z-scoring: the positive, skewed pixel
+        # scores and distances. The likelihood is already a log and can be negative.
         self.register_buffer(
             "_logged", torch.tensor([t != LATENT for t in self.terms]), persistent=False
         )
 
     @property
     def needs_code(self) -> bool:
-        return self.density is not None
+        return self.density is not None or self.neighbours is not None
 
     def term_values(
         self, images: torch.Tensor, reconstructions: torch.Tensor, codes: torch.Tensor | None
@@ -71,6 +82,9 @@ class Scorer(nn.Module):
             if term == LATENT:
                 assert self.density is not None and codes is not None
                 columns.append(self.density(codes))
+            elif term == KNN:
+                assert self.neighbours is not None and codes is not None
+                columns.append(self.neighbours(codes))
             else:
                 columns.append(image_scores(images, reconstructions, term))
         return torch.stack(columns, dim=1)
@@ -115,10 +129,18 @@ def require_code(spec: str, network: nn.Module, model_name: str) -> None:
 
 def empty_scorer(spec: str, state: dict[str, torch.Tensor]) -> Scorer:
     """A Scorer shaped to receive ``state`` (a saved scorer's tensors, keys without prefix)."""
-    density = None
-    if uses_code(spec):
+    terms = parse_score(spec)
+    density = neighbours = None
+    if LATENT in terms:
         means = state.get("density.means")
         if means is None or means.ndim != 2:
             raise UserError(f"the saved detector lacks the code density its score {spec!r} needs")
         density = CodeDensity(code_size=means.shape[1], components=means.shape[0])
-    return Scorer(spec, density)
+    if KNN in terms:
+        reference = state.get("neighbours.reference")
+        if reference is None or reference.ndim != 2 or len(reference) == 0:
+            raise UserError(
+                f"the saved detector lacks the reference codes its score {spec!r} needs"
+            )
+        neighbours = CodeNeighbours(code_size=reference.shape[1], references=reference.shape[0])
+    return Scorer(spec, density, neighbours)
