@@ -146,7 +146,10 @@ def test_unknown_score_kind_rejected(score: str) -> None:
     assert "detector.score" in invalid({"detector": {"score": score}})
 
 
-@pytest.mark.parametrize("score", ["ssim", "latent", "ssim+latent", "blur-mse+rel-blur"])
+@pytest.mark.parametrize(
+    "score",
+    ["ssim", "latent", "knn", "ssim+latent", "blur-mse+rel-blur", "ssim+blur-mse+latent+knn"],
+)
 def test_score_kinds_and_combinations_accepted(score: str) -> None:
     assert validate_config({"detector": {"score": score}}).detector.score == score
 
@@ -169,6 +172,8 @@ def test_one_class_recipe() -> None:
     )
     assert config.training.patience == 20  # the schedule sets the length, not early stopping
     assert config.detector.score == "mae"  # a flag still wins over the recipe
+    recipe = build_config({}, {"scenario": "one-class", "normal_class": 7})
+    assert recipe.detector.score == "ssim+blur-mse+latent+knn"
 
 
 def test_naming_a_model_drops_the_recipe() -> None:
