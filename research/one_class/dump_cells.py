@@ -1,0 +1,167 @@
+"""Research harness (not part of the package or the test suite): train one-class cells
+with the one-class recipe and dump what offline scoring needs.
+
+For each (dataset, seed, variant, class) it trains the recipe's detector through
+the package's own AutoencoderDetector, then saves, for the training, held-out
+(val), development (dev: 2,000 training images of the other classes, drawn with
+the generator [seed, 991]) and test images, and for each image and its mirror:
+the five pixel scores, the code, the code of the reconstruction and the pooled
+last encoder feature map. score_cells.py then tries scores on them in seconds.
+
+    python research/one_class/dump_cells.py fashion-mnist 0 base 0 1 2 3 4 5 6 7 8 9
+
+Variants: base (the recipe), flip (random horizontal flips while training),
+code32, e10 (10 epochs), mask (an 8x8 patch of half the images zeroed, the
+whole image the target), rot90 (ARNet-style: turned by a multiple of 90
+degrees, the upright image the target). flip, mask and rot90 are hooked into
+the detector's training by replacing the functions detector.py calls: the
+package has no such options, on purpose (BENCHMARKS.md, What was tried).
+Cells go to $AE_RESEARCH_CELLS (default research-cells/); each has an .npz and
+the saved detector beside it.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import ae_anomaly.detector as detector_module
+from ae_anomaly.config import build_config
+from ae_anomaly.data.scenarios import labelled_test, one_class_scenario
+from ae_anomaly.data.sources import load_dataset
+from ae_anomaly.data.tensors import to_image_tensor
+from ae_anomaly.detector import detector_from_config
+from ae_anomaly.models import WithCode
+from ae_anomaly.scoring import image_scores
+
+CELLS = Path(os.environ.get("AE_RESEARCH_CELLS", "research-cells"))
+PIXEL = ["mse", "mae", "blur-mse", "rel-blur", "ssim"]
+DEV_STREAM = 991
+RECIPE_TRAINING = {"epochs": 20, "schedule": "cosine", "patience": 20}
+OVERRIDES: dict[str, dict[str, Any]] = {
+    "code32": {"model": "conv-dense", "model_args": {"code": 32}, "training": RECIPE_TRAINING},
+    "e10": {
+        "model": "conv-dense",
+        "training": {"epochs": 10, "schedule": "cosine", "patience": 10},
+    },
+}
+_plain_train = detector_module.train
+_plain_restoration = detector_module.restoration
+
+
+def hflip_augment(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    flip = torch.rand(len(batch), generator=generator) < 0.5
+    return torch.where(flip.view(-1, 1, 1, 1).to(batch.device), batch.flip(-1), batch)
+
+
+def mask_restore(
+    batch: torch.Tensor, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    n, _, h, w = batch.shape
+    chosen = torch.rand(n, generator=generator) < 0.5
+    top = torch.randint(0, h - 8, (n,), generator=generator).view(-1, 1, 1)
+    left = torch.randint(0, w - 8, (n,), generator=generator).view(-1, 1, 1)
+    rows, cols = torch.arange(h).view(1, h, 1), torch.arange(w).view(1, 1, w)
+    inside = (rows >= top) & (rows < top + 8) & (cols >= left) & (cols < left + 8)
+    mask = (inside & chosen.view(-1, 1, 1)).unsqueeze(1).to(batch.device)
+    return batch.masked_fill(mask, 0.0), batch
+
+
+def rot90_restore(
+    batch: torch.Tensor, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    turns = torch.randint(0, 4, (len(batch),), generator=generator)
+    inputs = batch.clone()
+    for k in (1, 2, 3):
+        inputs[turns == k] = torch.rot90(batch[turns == k], k, dims=(2, 3))
+    return inputs, batch
+
+
+def dump(
+    model: torch.nn.Module, images: torch.Tensor, turn: int, mirror: bool
+) -> dict[str, np.ndarray]:
+    """Pixel scores of recon(T(x)) against x, codes, reconstruction codes, pooled features."""
+    coded = WithCode(model).eval()
+    out: dict[str, list[torch.Tensor]] = {k: [] for k in [*PIXEL, "code", "rcode", "feat"]}
+    with torch.inference_mode():
+        for start in range(0, len(images), 1024):
+            x = images[start : start + 1024]
+            x = x.flip(-1) if mirror else x
+            seen = torch.rot90(x, turn, dims=(2, 3)).contiguous(memory_format=torch.channels_last)
+            r, code = coded(seen)
+            for kind in PIXEL:
+                out[kind].append(image_scores(x, r, kind))
+            out["code"].append(code)
+            out["rcode"].append(model.encode(r))
+            features = model.encoder[:-2](seen)  # the last conv block, before the dense code
+            out["feat"].append(torch.cat([features.mean((2, 3)), features.amax((2, 3))], 1))
+    return {k: torch.cat(v).numpy() for k, v in out.items()}
+
+
+def run_cell(dataset_name: str, seed: int, variant: str, normal_class: int) -> None:
+    path = CELLS / f"{dataset_name}-{variant}-s{seed}-c{normal_class}.npz"
+    if path.exists():
+        return
+    dataset = load_dataset(dataset_name)
+    tree = {
+        "scenario": "one-class",
+        "seed": seed,
+        "data": {"dataset": dataset_name, "normal_class": normal_class},
+    }
+    config = build_config({**tree, **OVERRIDES.get(variant, {})}, {})
+    data = one_class_scenario(dataset, config.data, seed)
+    others = np.flatnonzero(dataset.train_labels != normal_class)
+    dev_index = np.sort(
+        np.random.default_rng([seed, DEV_STREAM]).choice(others, 2000, replace=False)
+    )
+    detector_module.train = (
+        functools.partial(_plain_train, augment=hflip_augment)
+        if variant == "flip"
+        else _plain_train
+    )
+    restore = {"mask": mask_restore, "rot90": rot90_restore}.get(variant)
+    detector_module.restoration = (lambda *_: restore) if restore else _plain_restoration
+    detector = detector_from_config(config)
+    started = time.perf_counter()
+    detector.fit(data.train, data.val)
+    seconds = time.perf_counter() - started
+    test = labelled_test(data)
+    result: dict[str, Any] = {
+        "train_seconds": seconds,
+        "test_labels": test.labels,
+        "test_classes": data.test.source_label,
+        "dev_classes": dataset.train_labels[dev_index],
+        "product_test": detector.score_samples(test.images),
+        "product_val": detector.validation_scores_,
+    }
+    sets = {
+        "train": data.train,
+        "val": data.val,
+        "dev": to_image_tensor(dataset.train_images[dev_index]),
+        "test": test.images,
+    }
+    turns = (0, 1, 2, 3) if variant == "rot90" else (0,)
+    for name, images in sets.items():
+        for turn in turns:
+            for mirror in (False, True) if turn == 0 else (False,):
+                tag = name + ("_f" if mirror else "") + (f"_t{turn}" if turn else "")
+                for key, value in dump(detector.model_, images, turn, mirror).items():
+                    result[f"{tag}_{key}"] = value
+    CELLS.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, **result)
+    detector.save(CELLS / (path.stem + "-det"))
+    print(dataset_name, variant, seed, normal_class, f"trained in {seconds:.1f} s", flush=True)
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    name, seed_arg, variant_arg = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    for k in map(int, sys.argv[4:]):
+        run_cell(name, seed_arg, variant_arg, k)
