@@ -79,10 +79,10 @@ def test_code_neighbours_match_scikit_learn() -> None:
     expected = search.kneighbors((queries - mean) / std)[0].mean(1)
     ours = neighbours(torch.from_numpy(queries).float()).numpy()
     assert np.allclose(ours, expected, rtol=1e-4, atol=1e-4)
-    # A training code is its own nearest neighbour (distance 0, up to rounding).
-    own = neighbours(torch.from_numpy(train[:5]).float())
-    first = search.kneighbors((train[:5] - mean) / std)[0].mean(1)
-    assert np.allclose(own.numpy(), first, atol=1e-3)
+    # A training code is its own nearest neighbour: distance 0 among the five, up to rounding.
+    own = neighbours(torch.from_numpy(train[:5]).float()).numpy()
+    next_four = search.kneighbors((train[:5] - mean) / std, 6)[0][:, 1:5].sum(1) / 5
+    assert np.allclose(own, next_four, atol=1e-3)
 
 
 def test_code_neighbours_keep_a_seeded_bounded_subset(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -92,9 +92,21 @@ def test_code_neighbours_keep_a_seeded_bounded_subset(monkeypatch: pytest.Monkey
     assert first.reference.shape == (100, 8)
     assert torch.equal(first.reference, again.reference)
     assert not torch.equal(first.reference, fit_code_neighbours(codes, seed=4).reference)
+    # Standardised over all the codes, not just the ones kept.
+    assert torch.allclose(first.shift, codes.mean(0), atol=1e-6)
     # Fewer reference codes than neighbours: it averages over all of them.
-    few = fit_code_neighbours(torch.randn(3, 8), seed=0)
-    assert torch.isfinite(few(torch.randn(4, 8))).all()
+    three, queries = torch.randn(3, 8), torch.randn(4, 8)
+    few = fit_code_neighbours(three, seed=0)
+    z = lambda t: (t - few.shift) / few.scale  # noqa: E731
+    assert torch.allclose(few(queries), torch.cdist(z(queries), z(three)).mean(1), atol=1e-4)
+
+
+def test_a_scorer_needs_exactly_the_fitted_parts_its_terms_use() -> None:
+    neighbours = fit_code_neighbours(torch.randn(50, 4), seed=0)
+    with pytest.raises(ValueError, match="reference codes"):
+        Scorer("ssim", neighbours=neighbours)
+    with pytest.raises(ValueError, match="reference codes"):
+        Scorer("ssim+knn")
 
 
 def test_single_kind_is_the_raw_score_and_a_combination_the_sum_of_z_scores() -> None:
@@ -170,12 +182,10 @@ SLICE_TRAINING = {"model": "conv-dense", "epochs": 6, "batch_size": 32}
 
 @pytest.fixture(scope="module")
 def generic(digits: ScenarioData) -> AutoencoderDetector:
-    return AutoencoderDetector(score="ssim+latent+knn", **SLICE_TRAINING).fit(
-        digits.train, digits.val
-    )
+    return AutoencoderDetector(score="ssim+latent", **SLICE_TRAINING).fit(digits.train, digits.val)
 
 
-def test_ssim_latent_knn_flags_noise_on_real_digits(
+def test_ssim_latent_flags_noise_on_real_digits(
     generic: AutoencoderDetector, digits: ScenarioData
 ) -> None:
     # Measured 0.95 on this slice (full MNIST, 10 epochs: 0.998, docs/rotation.md).
@@ -212,25 +222,27 @@ def test_rotate_to_upright_catches_rotation_that_plain_training_misses(
     assert _auroc(restored, digits, "noise") > _auroc(plain, digits, "noise") - 0.05
 
 
-def test_latent_score_saves_and_loads_exactly(
-    generic: AutoencoderDetector, digits: ScenarioData, tmp_path: Path
+@pytest.mark.parametrize("score", ["ssim+latent", "knn", "ssim+blur-mse+latent+knn"])
+def test_code_scores_save_and_load_exactly(
+    generic: AutoencoderDetector, digits: ScenarioData, tmp_path: Path, score: str
 ) -> None:
-    generic.save(tmp_path / "d")
+    detector = _rescored(generic, score, digits)
+    detector.save(tmp_path / "d")
     loaded = AutoencoderDetector.load(tmp_path / "d")
     sample = digits.val[:200]
-    assert np.array_equal(loaded.score_samples(sample), generic.score_samples(sample))
-    assert loaded.threshold_ == generic.threshold_
+    assert np.array_equal(loaded.score_samples(sample), detector.score_samples(sample))
+    assert loaded.threshold_ == detector.threshold_
 
 
 @pytest.mark.parametrize(
     ("part", "named"), [("density", "code density"), ("neighbours", "reference codes")]
 )
 def test_a_saved_code_score_without_its_fitted_part_is_refused(
-    generic: AutoencoderDetector, tmp_path: Path, part: str, named: str
+    generic: AutoencoderDetector, digits: ScenarioData, tmp_path: Path, part: str, named: str
 ) -> None:
     from safetensors.torch import load_file, save_file
 
-    generic.save(tmp_path / "d")
+    _rescored(generic, "ssim+latent+knn", digits).save(tmp_path / "d")
     state = load_file(str(tmp_path / "d" / WEIGHTS_FILE))
     save_file(
         {k: v for k, v in state.items() if not k.startswith(SCORER_PREFIX + part)},

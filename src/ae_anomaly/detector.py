@@ -69,7 +69,7 @@ class AutoencoderDetector(BaseEstimator):  # type: ignore[misc]
     """Reconstruction-error anomaly detector.
 
     Fitted attributes: ``model_`` (the trained network), ``scorer_`` (the
-    score with whatever it fitted: code density, calibration), ``input_shape_``
+    score with whatever it fitted: code density, reference codes, calibration), ``input_shape_``
     (C, H, W), ``device_``, ``history_`` (per-epoch losses),
     ``validation_scores_`` (scores of the held-out normal images) and
     ``threshold_`` (fitted from them).
@@ -166,10 +166,10 @@ class AutoencoderDetector(BaseEstimator):  # type: ignore[misc]
         return self
 
     def _fit_scorer(self, images: torch.Tensor, val: torch.Tensor) -> tuple[Scorer, torch.Tensor]:
-        """The score with its density fitted on the training codes and calibrated on ``val``,
-        and the (N, T) term values of ``val`` it was calibrated on.
+        """The score with its code density and reference codes fitted on the training codes
+        and calibrated on ``val``, and the (N, T) term values of ``val`` it was calibrated on.
 
-        The density sees training images, the calibration validation images:
+        The code terms see training images, the calibration validation images:
         the threshold, fitted on validation scores, then sees scores of images
         that nothing was fitted on but the calibration's two numbers per term.
         """

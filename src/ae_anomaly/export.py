@@ -41,8 +41,10 @@ EXPORT_FORMATS = ("onnx",)
 class ScoringModel(nn.Module):
     """The autoencoder followed by the per-image score: images -> (score, reconstruction).
 
-    The scorer's fitted code density and calibration travel as constants, so
-    combined and latent scores export too.
+    The scorer's fitted code density, reference codes and calibration travel
+    as constants, so combined and code scores (latent, knn) export too. The knn
+    term holds an (N, M) distance matrix per call (M <= 20,000 reference
+    codes: about 80 KB per image), so score large sets in batches.
     """
 
     def __init__(self, model: nn.Module, scorer: Scorer) -> None:

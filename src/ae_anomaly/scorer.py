@@ -1,10 +1,10 @@
-"""The detector's score: a pixel comparison, the code's density, or several combined.
+"""The detector's score: a pixel comparison, a measure of the code, or several combined.
 
 A score is named by one kind (``mse``) or several joined by ``+``
 (``ssim+latent``). One kind gives its raw value, exactly as scoring.py
 computes it. Several kinds are put on one scale first: each is z-scored with
 the mean and standard deviation it has on the clean validation images (pixel
-scores after a log, since they are positive and skewed), and the z-scores
+scores and knn distances after a log, since they are positive and skewed), and the z-scores
 are summed. The sum therefore has no unit; 0 is a typical normal image.
 
 The code kinds look at the model's code instead (latent_density.py):

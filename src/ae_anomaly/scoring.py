@@ -20,7 +20,7 @@ and channels), never a batch mean. The kinds:
   narrow-code model that blurs clean digits a little still flags noise
   (noise AUROC 1.000 where mse got 0.966, docs/rotation.md).
 
-Scores that need the model's code (``latent``) or combine several kinds live
+Scores that need the model's code (``latent``, ``knn``) or combine several kinds live
 in scorer.py; this module is only the pixel comparisons.
 """
 
