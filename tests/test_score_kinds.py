@@ -252,6 +252,21 @@ def test_a_saved_code_score_without_its_fitted_part_is_refused(
         AutoencoderDetector.load(tmp_path / "d")
 
 
+def test_a_saved_code_score_for_another_code_width_is_refused(
+    generic: AutoencoderDetector, digits: ScenarioData, tmp_path: Path
+) -> None:
+    from safetensors.torch import load_file, save_file
+
+    _rescored(generic, "ssim+knn", digits).save(tmp_path / "d")
+    state = load_file(str(tmp_path / "d" / WEIGHTS_FILE))
+    for name in ("shift", "scale", "reference"):
+        key = f"{SCORER_PREFIX}neighbours.{name}"
+        state[key] = torch.cat([state[key], state[key][..., :1]], dim=-1).contiguous()
+    save_file(state, str(tmp_path / "d" / WEIGHTS_FILE))
+    with pytest.raises(UserError, match="codes of 17 numbers, but the model's code has 16"):
+        AutoencoderDetector.load(tmp_path / "d")
+
+
 @pytest.mark.parametrize("score", ["ssim+latent", "knn"])
 def test_code_score_on_a_model_without_a_code_fails_before_training(score: str) -> None:
     detector = AutoencoderDetector(model="conv-bn", score=score)

@@ -373,6 +373,7 @@ class AutoencoderDetector(BaseEstimator):  # type: ignore[misc]
         scorer = _saved_scorer(detector.score, state, weights_path)
         _check_state_matches(network, state, weights_path, meta_path)
         network.load_state_dict(state)
+        _check_code_width(network, scorer, detector.input_shape_, weights_path)
         detector.device_ = select_device(device)
         detector.model_ = _placed(network, detector.device_)
         detector.model_.eval()
@@ -515,6 +516,24 @@ def _check_state_matches(
             f"{weights_path} does not match the model in {meta_path}: tensor '{name}' has "
             f"shape {found[name]}, the model needs {expected[name]}"
         )
+
+
+def _check_code_width(
+    network: nn.Module, scorer: Scorer, input_shape: tuple[int, ...], path: Path
+) -> None:
+    """Refuse a saved code density or reference codes whose width differs from the model's code."""
+    fitted = [part for part in (scorer.density, scorer.neighbours) if part is not None]
+    if not fitted:
+        return
+    network.eval()  # batch-norm over a single dummy image needs its running statistics
+    with torch.inference_mode():
+        width = int(WithCode(network)(torch.zeros(1, *input_shape))[1].flatten(1).shape[1])
+    for part in fitted:
+        if int(part.shift.shape[0]) != width:
+            raise UserError(
+                f"{path} holds a fitted score for codes of {int(part.shift.shape[0])} numbers, "
+                f"but the model's code has {width}"
+            )
 
 
 def detector_from_config(config: RunConfig) -> AutoencoderDetector:
