@@ -23,6 +23,7 @@ with the network.
 from __future__ import annotations
 
 import math
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -44,6 +45,8 @@ _CODES_PER_PARAMETER = 2
 # that), which bounds its memory and its cost per image.
 NEIGHBOURS = 5
 MAX_REFERENCE_CODES = 20_000
+
+_Fitted = TypeVar("_Fitted", bound=nn.Module)
 
 
 class CodeDensity(nn.Module):
@@ -121,9 +124,7 @@ def fit_code_neighbours(codes: torch.Tensor, seed: int) -> CodeNeighbours:
         keep = np.random.default_rng(seed).choice(len(data), MAX_REFERENCE_CODES, replace=False)
         data = data[np.sort(keep)]
     neighbours = CodeNeighbours(data.shape[1], len(data))
-    for name, value in (("shift", shift), ("scale", scale), ("reference", data)):
-        getattr(neighbours, name).copy_(torch.from_numpy(np.asarray(value, dtype=np.float32)))
-    return neighbours
+    return _filled(neighbours, shift=shift, scale=scale, reference=data)
 
 
 def _standardised(codes: torch.Tensor, score: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -131,10 +132,17 @@ def _standardised(codes: torch.Tensor, score: str) -> tuple[np.ndarray, np.ndarr
     data = codes.detach().flatten(1).double().cpu().numpy()
     if len(data) < 2:
         raise UserError(f"the {score} score needs at least two normal training images")
-    shift = data.mean(axis=0)
+    shift, spread = data.mean(axis=0), data.std(axis=0)
     # A code unit that never varies would divide by zero: leave it unscaled.
-    scale = np.where(data.std(axis=0) > 1e-12, data.std(axis=0), 1.0)
+    scale = np.where(spread > 1e-12, spread, 1.0)
     return (data - shift) / scale, shift, scale
+
+
+def _filled(module: _Fitted, **values: np.ndarray) -> _Fitted:
+    """``module`` with each named buffer set to its fitted value (as float32)."""
+    for name, value in values.items():
+        getattr(module, name).copy_(torch.from_numpy(np.asarray(value, dtype=np.float32)))
+    return module
 
 
 def fit_code_density(codes: torch.Tensor, seed: int) -> CodeDensity:
@@ -148,13 +156,11 @@ def fit_code_density(codes: torch.Tensor, seed: int) -> CodeDensity:
         reg_covar=COVARIANCE_REGULARISATION,
         random_state=seed,
     ).fit(standard)
-    density = CodeDensity(d, components)
-    for name, value in (
-        ("shift", shift),
-        ("scale", scale),
-        ("log_weights", np.log(mixture.weights_)),
-        ("means", mixture.means_),
-        ("precision_cholesky", mixture.precisions_cholesky_),
-    ):
-        getattr(density, name).copy_(torch.from_numpy(np.asarray(value, dtype=np.float32)))
-    return density
+    return _filled(
+        CodeDensity(d, components),
+        shift=shift,
+        scale=scale,
+        log_weights=np.log(mixture.weights_),
+        means=mixture.means_,
+        precision_cholesky=mixture.precisions_cholesky_,
+    )
