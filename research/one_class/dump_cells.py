@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 import ae_anomaly.detector as detector_module
+import ae_anomaly.training as training_module
 from ae_anomaly.config import build_config
 from ae_anomaly.data.scenarios import labelled_test, one_class_scenario
 from ae_anomaly.data.sources import load_dataset
@@ -54,12 +55,16 @@ OVERRIDES: dict[str, dict[str, Any]] = {
         "training": RECIPE_TRAINING,
         "detector": {"score": "ssim+blur-mse+latent+knn"},
     },
+    "noisy": {"model": "conv-dense-noisy", "training": RECIPE_TRAINING},
+    "stage3": {"model": "conv-dense-stage3", "training": RECIPE_TRAINING},
+    "code8": {"model": "conv-dense", "model_args": {"code": 8}, "training": RECIPE_TRAINING},
     "e10": {
         "model": "conv-dense",
         "training": {"epochs": 10, "schedule": "cosine", "patience": 10},
     },
 }
 _plain_train = detector_module.train
+_plain_adam = torch.optim.Adam
 
 
 def register_deep_model() -> None:
@@ -86,7 +91,44 @@ def register_deep_model() -> None:
                 *list(self.decoder),
             )
 
+    class ConvDenseNoisy(models.ConvDense):
+        """conv-dense whose code gets Gaussian noise (0.2 of each unit's batch spread) in training."""
+
+        name = "conv-dense-noisy"
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            code = self.encode(x)
+            if self.training:
+                code = code + 0.2 * code.detach().std(0) * torch.randn_like(code)
+            return self.decode(code)
+
+    class ConvDenseStage3(models.ConvDense):
+        """conv-dense with a third stride-2 stage: 28 -> 14 -> 7 -> 4 and back."""
+
+        name = "conv-dense-stage3"
+
+        def __init__(self, input_shape: Any, channels: Any = (16, 32), code: int = 16) -> None:
+            super().__init__(input_shape, channels, code)
+            c2 = self.grid[0]
+            c3 = 2 * c2
+            self.grid = (c3, 4, 4)
+            self.encoder = nn.Sequential(
+                *list(self.encoder)[:-2],
+                *models._conv_bn(nn.Conv2d(c2, c3, 3, stride=2, padding=1), c3),
+                nn.Flatten(),
+                nn.Linear(c3 * 16, code),
+            )
+            self.expand = nn.Sequential(
+                nn.Linear(code, c3 * 16), nn.BatchNorm1d(c3 * 16), nn.ReLU(inplace=True)
+            )
+            self.decoder = nn.Sequential(
+                *models._conv_bn(nn.ConvTranspose2d(c3, c2, 3, stride=2, padding=1), c2),
+                *list(self.decoder),
+            )
+
     models.MODELS["conv-dense-deep"] = models.ModelEntry(ConvDenseDeep, "research only")
+    models.MODELS["conv-dense-noisy"] = models.ModelEntry(ConvDenseNoisy, "research only")
+    models.MODELS["conv-dense-stage3"] = models.ModelEntry(ConvDenseStage3, "research only")
 
 
 _plain_restoration = detector_module.restoration
@@ -95,6 +137,29 @@ _plain_restoration = detector_module.restoration
 def hflip_augment(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     flip = torch.rand(len(batch), generator=generator) < 0.5
     return torch.where(flip.view(-1, 1, 1, 1).to(batch.device), batch.flip(-1), batch)
+
+
+def shift_augment(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Each image moved by up to 2 pixels each way (zero fill): 25 grouped shifts, no per-image loop."""
+    n = len(batch)
+    dy = torch.randint(-2, 3, (n,), generator=generator)
+    dx = torch.randint(-2, 3, (n,), generator=generator)
+    padded = torch.nn.functional.pad(batch, (2, 2, 2, 2))
+    h, w = batch.shape[-2:]
+    out = torch.empty_like(batch)
+    for y in range(-2, 3):
+        for x in range(-2, 3):
+            chosen = ((dy == y) & (dx == x)).to(batch.device)
+            out[chosen] = padded[chosen, :, 2 - y : 2 - y + h, 2 - x : 2 - x + w]
+    return out
+
+
+def ssim_mse_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """MSE plus 0.1 x the mean structural dissimilarity (1 - SSIM)."""
+    from ae_anomaly.scoring import ssim_map
+
+    mse = torch.nn.functional.mse_loss(output, target)
+    return mse + 0.1 * (1 - ssim_map(target, output)).mean()
 
 
 def mask_restore(
@@ -141,14 +206,17 @@ def dump(
     return {k: torch.cat(v).numpy() for k, v in out.items()}
 
 
-def run_cell(dataset_name: str, seed: int, variant: str, normal_class: int) -> None:
-    path = CELLS / f"{dataset_name}-{variant}-s{seed}-c{normal_class}.npz"
+def run_cell(dataset_name: str, seed: int, tagged_variant: str, normal_class: int) -> None:
+    path = CELLS / f"{dataset_name}-{tagged_variant}-s{seed}-c{normal_class}.npz"
     if path.exists():
         return
+    # "stage3~1": the stage3 variant on seed's split and dev images, initial weights
+    # from seed + 1, so cells of one split can be ensembled and measured on dev.
+    variant, _, offset = tagged_variant.partition("~")
     dataset = load_dataset(dataset_name)
     tree = {
         "scenario": "one-class",
-        "seed": seed,
+        "seed": seed + int(offset or 0),
         "data": {"dataset": dataset_name, "normal_class": normal_class},
     }
     config = build_config({**tree, **OVERRIDES.get(variant, {})}, {})
@@ -157,10 +225,15 @@ def run_cell(dataset_name: str, seed: int, variant: str, normal_class: int) -> N
     dev_index = np.sort(
         np.random.default_rng([seed, DEV_STREAM]).choice(others, 2000, replace=False)
     )
-    detector_module.train = (
-        functools.partial(_plain_train, augment=hflip_augment)
-        if variant == "flip"
-        else _plain_train
+    hooks: dict[str, dict[str, Any]] = {
+        "flip": {"augment": hflip_augment},
+        "shift": {"augment": shift_augment},
+        "ssimloss": {"loss_fn": ssim_mse_loss},
+    }
+    detector_module.train = functools.partial(_plain_train, **hooks.get(variant, {}))
+    # wd: Adam with an L2 weight decay of 5e-4 (the package's Adam has none).
+    training_module.torch.optim.Adam = (
+        functools.partial(_plain_adam, weight_decay=5e-4) if variant == "wd" else _plain_adam
     )
     restore = {"mask": mask_restore, "rot90": rot90_restore}.get(variant)
     detector_module.restoration = (lambda *_: restore) if restore else _plain_restoration
@@ -193,7 +266,7 @@ def run_cell(dataset_name: str, seed: int, variant: str, normal_class: int) -> N
     CELLS.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(path, **result)
     detector.save(CELLS / (path.stem + "-det"))
-    print(dataset_name, variant, seed, normal_class, f"trained in {seconds:.1f} s", flush=True)
+    print(dataset_name, tagged_variant, seed, normal_class, f"trained in {seconds:.1f} s", flush=True)
 
 
 if __name__ == "__main__":
