@@ -92,7 +92,7 @@ def register_deep_model() -> None:
             )
 
     class ConvDenseNoisy(models.ConvDense):
-        """conv-dense whose code gets Gaussian noise (0.2 of each unit's batch spread) in training."""
+        """conv-dense whose code gets noise (0.2 of each unit's batch spread) in training."""
 
         name = "conv-dense-noisy"
 
@@ -140,7 +140,7 @@ def hflip_augment(batch: torch.Tensor, generator: torch.Generator) -> torch.Tens
 
 
 def shift_augment(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Each image moved by up to 2 pixels each way (zero fill): 25 grouped shifts, no per-image loop."""
+    """Each image moved by up to 2 pixels each way (zero fill), in 25 groups, no per-image loop."""
     n = len(batch)
     dy = torch.randint(-2, 3, (n,), generator=generator)
     dx = torch.randint(-2, 3, (n,), generator=generator)
@@ -266,7 +266,7 @@ def run_cell(dataset_name: str, seed: int, tagged_variant: str, normal_class: in
     CELLS.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(path, **result)
     detector.save(CELLS / (path.stem + "-det"))
-    print(dataset_name, tagged_variant, seed, normal_class, f"trained in {seconds:.1f} s", flush=True)
+    print(dataset_name, tagged_variant, seed, normal_class, f"in {seconds:.1f} s", flush=True)
 
 
 if __name__ == "__main__":

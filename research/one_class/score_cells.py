@@ -133,7 +133,10 @@ def report(tags: list[str], spec: str, cells: Callable[[str], list[dict]]) -> st
         if all(np.array_equal(m[0]["dev_classes"], members[0][0]["dev_classes"]) for m in members):
             # One split ("variant~offset" cells): the members share val and dev images.
             rows = np.array(
-                [measure(_mean([z(score(c, spec)) for c in ms]), ms[0]) for ms in zip(*members)]
+                [
+                    measure(_mean([z(score(c, spec)) for c in ms]), ms[0])
+                    for ms in zip(*members, strict=True)
+                ]
             )
             sneaker = f"sneaker acc {rows[7, 2]:.3f} F1 {rows[7, 3]:.3f}"
             dev = f"dev {rows[:, 0].mean():6.2f} (ensemble of {len(tags)})"
