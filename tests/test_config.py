@@ -106,6 +106,7 @@ def test_section_that_is_not_a_mapping() -> None:
         ({"data": {"val_fraction": 1.5}}, "data.val_fraction", "1.5"),
         ({"data": {"val_fraction": 0}}, "data.val_fraction", "0"),
         ({"training": {"learning_rate": 0}}, "training.learning_rate", "0"),
+        ({"training": {"weight_decay": -0.1}}, "training.weight_decay", "-0.1"),
         ({"training": {"patience": 0}}, "training.patience", "0"),
         ({"seed": -1}, "seed", "-1"),
         ({"data": {"train_limit": 5}}, "data.train_limit", "5"),
@@ -171,6 +172,7 @@ def test_one_class_recipe() -> None:
         "cosine",
     )
     assert config.training.patience == 20  # the schedule sets the length, not early stopping
+    assert config.training.weight_decay == 5e-4
     assert config.detector.score == "mae"  # a flag still wins over the recipe
     recipe = build_config({}, {"scenario": "one-class", "normal_class": 7})
     assert recipe.detector.score == "ssim+blur-mse+latent+knn"

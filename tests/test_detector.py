@@ -291,8 +291,20 @@ def test_failed_scoring_leaves_no_inference_mode(
 
 @pytest.mark.parametrize(
     "params",
-    [{"batch_size": 0}, {"learning_rate": -1.0}, {"epochs": 0}, {"patience": 0}],
-    ids=["batch_size-0", "learning_rate-negative", "epochs-0", "patience-0"],
+    [
+        {"batch_size": 0},
+        {"learning_rate": -1.0},
+        {"weight_decay": -1e-4},
+        {"epochs": 0},
+        {"patience": 0},
+    ],
+    ids=[
+        "batch_size-0",
+        "learning_rate-negative",
+        "weight_decay-negative",
+        "epochs-0",
+        "patience-0",
+    ],
 )
 def test_invalid_hyper_parameters_are_user_errors(mnist: Dataset, params: dict[str, Any]) -> None:
     kind = raised(lambda: small_detector(**params).fit(mnist.train_images[:40]))
@@ -545,6 +557,7 @@ def test_get_params_lists_every_init_argument() -> None:
         "epochs": 3,
         "batch_size": 128,
         "learning_rate": 1e-3,
+        "weight_decay": 0.0,
         "patience": 2,
         "loss": "mse",
         "schedule": "constant",

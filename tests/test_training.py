@@ -411,3 +411,20 @@ def test_cosine_schedule_trains_a_model(digits: torch.Tensor) -> None:
     progress = train(model, digits[:256], digits[256:], settings)
     assert len(progress.history) == 2
     assert progress.history[-1].train_loss < progress.history[0].train_loss
+
+
+def test_weight_decay_shrinks_the_weights_and_defaults_to_none(digits: torch.Tensor) -> None:
+    def trained(**decay: float) -> nn.Module:
+        torch.manual_seed(0)
+        model = build_model("conv-dense", SHAPE)
+        settings = TrainSettings(epochs=2, batch_size=32, patience=5, **decay)
+        train(model, digits[:128], digits[256:], settings)
+        return model
+
+    def weight_norm(model: nn.Module) -> float:  # of the conv and dense weights, not batch-norm's
+        return sum(float(p.detach().square().sum()) for p in model.parameters() if p.dim() > 1)
+
+    plain, none, decayed = trained(), trained(weight_decay=0.0), trained(weight_decay=0.5)
+    assert same_weights(plain.state_dict(), none.state_dict())
+    # Adam adds weight_decay * w to every gradient: the weights end smaller (by 11% here).
+    assert weight_norm(decayed) < 0.95 * weight_norm(plain)

@@ -99,6 +99,9 @@ class TrainingConfig(_Section):
     epochs: StrictInt = Field(6, ge=1, description="maximum number of training epochs")
     batch_size: StrictInt = Field(128, ge=1, description="images per optimisation step")
     learning_rate: float = Field(1e-3, gt=0, le=1, description="Adam learning rate")
+    weight_decay: float = Field(
+        0.0, ge=0, le=1, description="Adam's L2 penalty on the weights (0: none)"
+    )
     patience: StrictInt = Field(
         2, ge=1, description="stop after this many epochs without a better validation loss"
     )
@@ -379,7 +382,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     # no early stop.
     "one-class": {
         "model": "conv-dense",
-        "training": {"epochs": 20, "schedule": "cosine", "patience": 20},
+        "training": {"epochs": 20, "schedule": "cosine", "patience": 20, "weight_decay": 5e-4},
         "detector": {"score": "ssim+blur-mse+latent+knn"},
     },
 }

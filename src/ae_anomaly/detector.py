@@ -84,6 +84,7 @@ class AutoencoderDetector(BaseEstimator):  # type: ignore[misc]
         epochs: int = 6,
         batch_size: int = 128,
         learning_rate: float = 1e-3,
+        weight_decay: float = 0.0,
         patience: int = 2,
         loss: str = "mse",
         schedule: str = "constant",
@@ -101,6 +102,7 @@ class AutoencoderDetector(BaseEstimator):  # type: ignore[misc]
         self.epochs = epochs
         self.batch_size = batch_size
         self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
         self.patience = patience
         self.loss = loss
         self.schedule = schedule
@@ -220,6 +222,7 @@ class AutoencoderDetector(BaseEstimator):  # type: ignore[misc]
                 epochs=self.epochs,
                 batch_size=self.batch_size,
                 learning_rate=self.learning_rate,
+                weight_decay=self.weight_decay,
                 patience=self.patience,
                 loss=self.loss,
                 schedule=self.schedule,
@@ -546,6 +549,7 @@ def detector_from_config(config: RunConfig) -> AutoencoderDetector:
         epochs=config.training.epochs,
         batch_size=config.training.batch_size,
         learning_rate=config.training.learning_rate,
+        weight_decay=config.training.weight_decay,
         patience=config.training.patience,
         loss=config.training.loss,
         schedule=config.training.schedule,

@@ -46,6 +46,7 @@ class TrainSettings:
     epochs: int = 6  # upper bound; early stopping may end sooner
     batch_size: int = 128
     learning_rate: float = 1e-3
+    weight_decay: float = 0.0  # Adam's L2 penalty on the weights
     patience: int = 2  # epochs without a better validation loss before stopping
     loss: str = "mse"  # mse, mae or bce, averaged over pixels and images
     seed: int = 0  # shuffling order of every epoch
@@ -117,7 +118,9 @@ def train(
         raise ValueError("give both train_targets and val_targets, or neither")
     if restore is not None and (train_targets is not None or augment is not None):
         raise ValueError("restore makes its own inputs and targets: give no targets or augment")
-    optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
+    )
     progress = TrainProgress()
     best_state = copy.deepcopy(model.state_dict())
     if resume and checkpoint_dir is not None and (checkpoint_dir / CHECKPOINT_NAME).exists():
