@@ -379,7 +379,8 @@ RECIPES: dict[str, dict[str, Any]] = {
     # training images against other classes' training images): ssim+latent was the
     # best of 13 scores on MNIST and Fashion-MNIST; adding blur-mse and knn keeps
     # MNIST and gains about 0.7 on Fashion-MNIST. 20 epochs with a cosine schedule,
-    # no early stop.
+    # no early stop; Adam's weight decay 5e-4 gains 0.1 (Fashion) and 0.35 (MNIST)
+    # on development.
     "one-class": {
         "model": "conv-dense",
         "training": {"epochs": 20, "schedule": "cosine", "patience": 20, "weight_decay": 5e-4},
