@@ -218,17 +218,9 @@ class AutoencoderDetector(BaseEstimator):  # type: ignore[misc]
         try:
             DetectorConfig(score=self.score, threshold=self.threshold)
             DataConfig(val_fraction=self.val_fraction)
+            # The training parameters are named as the config section's fields.
             return TrainingConfig(
-                epochs=self.epochs,
-                batch_size=self.batch_size,
-                learning_rate=self.learning_rate,
-                weight_decay=self.weight_decay,
-                patience=self.patience,
-                loss=self.loss,
-                schedule=self.schedule,
-                restore=self.restore,
-                restore_angle=self.restore_angle,
-                restore_share=self.restore_share,
+                **{name: getattr(self, name) for name in TrainingConfig.model_fields}
             )
         except ValidationError as exc:
             raise UserError(
@@ -546,16 +538,7 @@ def detector_from_config(config: RunConfig) -> AutoencoderDetector:
         model_args=config.model_args,
         score=config.detector.score,
         threshold=config.detector.threshold,
-        epochs=config.training.epochs,
-        batch_size=config.training.batch_size,
-        learning_rate=config.training.learning_rate,
-        weight_decay=config.training.weight_decay,
-        patience=config.training.patience,
-        loss=config.training.loss,
-        schedule=config.training.schedule,
-        restore=config.training.restore,
-        restore_angle=config.training.restore_angle,
-        restore_share=config.training.restore_share,
+        **config.training.model_dump(),
         val_fraction=config.data.val_fraction,
         device=config.device,
         seed=config.seed,
