@@ -25,6 +25,9 @@ initial weights from seed + N, so such cells ensemble on one split.
 flip, shift, ssimloss, mask and rot90 are hooked into
 the detector's training by replacing the functions detector.py calls: the
 package has no such options, on purpose (BENCHMARKS.md, What was tried).
+Every variant is the recipe of config.RECIPES with its own change, so since
+session 5 each has the recipe's weight decay; the cells of sessions 4 and 5
+(other than wd, wd1, wd2) were made before the recipe had one.
 Cells go to $AE_RESEARCH_CELLS (default research-cells/); each has an .npz and
 the saved detector beside it.
 """
@@ -42,7 +45,7 @@ import numpy as np
 import torch
 
 import ae_anomaly.detector as detector_module
-from ae_anomaly.config import build_config
+from ae_anomaly.config import RECIPES, build_config
 from ae_anomaly.data.scenarios import labelled_test, one_class_scenario
 from ae_anomaly.data.sources import load_dataset
 from ae_anomaly.data.tensors import to_image_tensor
@@ -53,36 +56,19 @@ from ae_anomaly.scoring import image_scores
 CELLS = Path(os.environ.get("AE_RESEARCH_CELLS", "research-cells"))
 PIXEL = ["mse", "mae", "blur-mse", "rel-blur", "ssim"]
 DEV_STREAM = 991
-RECIPE_TRAINING = {"epochs": 20, "schedule": "cosine", "patience": 20}
-OVERRIDES: dict[str, dict[str, Any]] = {
-    "code32": {"model": "conv-dense", "model_args": {"code": 32}, "training": RECIPE_TRAINING},
-    "deep": {
-        "model": "conv-dense-deep",
-        "training": RECIPE_TRAINING,
-        "detector": {"score": "ssim+blur-mse+latent+knn"},
-    },
-    "noisy": {"model": "conv-dense-noisy", "training": RECIPE_TRAINING},
-    "stage3": {"model": "conv-dense-stage3", "training": RECIPE_TRAINING},
-    "code8": {"model": "conv-dense", "model_args": {"code": 8}, "training": RECIPE_TRAINING},
-    # Adam's L2 weight decay of 5e-4, 2e-3, 1e-4 (session 5; the recipe's is 0 before).
-    "wd": {"training": {**RECIPE_TRAINING, "weight_decay": 5e-4}},
-    "wd2": {"training": {**RECIPE_TRAINING, "weight_decay": 2e-3}},
-    "wd1": {"training": {**RECIPE_TRAINING, "weight_decay": 1e-4}},
-    "e10": {
-        "model": "conv-dense",
-        "training": {"epochs": 10, "schedule": "cosine", "patience": 10},
-    },
-}
+
 _plain_train = detector_module.train
 
 
-def register_deep_model() -> None:
-    """conv-dense with two more 3x3 conv blocks at 7x7 in the encoder and the decoder."""
+def register_research_models() -> None:
+    """The research-only architectures: conv-dense-deep, -noisy and -stage3."""
     from torch import nn
 
     from ae_anomaly import models
 
     class ConvDenseDeep(models.ConvDense):
+        """conv-dense with two more 3x3 conv blocks at 7x7 in the encoder and the decoder."""
+
         name = "conv-dense-deep"
 
         def __init__(self, input_shape: Any, channels: Any = (16, 32), code: int = 16) -> None:
@@ -194,6 +180,32 @@ def rot90_restore(
     return inputs, batch
 
 
+# A variant that names a model drops the recipe (config.py), so every variant
+# restates the whole recipe, taken from config.RECIPES to stay the same, and
+# changes only its own part.
+RECIPE = RECIPES["one-class"]
+RECIPE_TRAINING = RECIPE["training"]
+OVERRIDES: dict[str, dict[str, Any]] = {
+    "code32": {**RECIPE, "model_args": {"code": 32}},
+    "code8": {**RECIPE, "model_args": {"code": 8}},
+    "deep": {**RECIPE, "model": "conv-dense-deep"},
+    "noisy": {**RECIPE, "model": "conv-dense-noisy"},
+    "stage3": {**RECIPE, "model": "conv-dense-stage3"},
+    "e10": {**RECIPE, "training": {**RECIPE_TRAINING, "epochs": 10, "patience": 10}},
+    # Adam's L2 weight decay of 5e-4 (the recipe's since session 5), 2e-3, 1e-4.
+    "wd": {**RECIPE, "training": {**RECIPE_TRAINING, "weight_decay": 5e-4}},
+    "wd2": {**RECIPE, "training": {**RECIPE_TRAINING, "weight_decay": 2e-3}},
+    "wd1": {**RECIPE, "training": {**RECIPE_TRAINING, "weight_decay": 1e-4}},
+}
+# Variants hooked into the detector's training (the package has no such options).
+TRAIN_HOOKS: dict[str, dict[str, Any]] = {
+    "flip": {"augment": hflip_augment},
+    "shift": {"augment": shift_augment},
+    "ssimloss": {"loss_fn": ssim_mse_loss},
+}
+RESTORATIONS = {"mask": mask_restore, "rot90": rot90_restore}
+
+
 def dump(
     model: torch.nn.Module, images: torch.Tensor, turn: int, mirror: bool
 ) -> dict[str, np.ndarray]:
@@ -234,14 +246,8 @@ def run_cell(dataset_name: str, seed: int, tagged_variant: str, normal_class: in
     dev_index = np.sort(
         np.random.default_rng([seed, DEV_STREAM]).choice(others, 2000, replace=False)
     )
-    hooks: dict[str, dict[str, Any]] = {
-        "flip": {"augment": hflip_augment},
-        "shift": {"augment": shift_augment},
-        "ssimloss": {"loss_fn": ssim_mse_loss},
-    }
-    detector_module.train = functools.partial(_plain_train, **hooks.get(variant, {}))
-
-    restore = {"mask": mask_restore, "rot90": rot90_restore}.get(variant)
+    detector_module.train = functools.partial(_plain_train, **TRAIN_HOOKS.get(variant, {}))
+    restore = RESTORATIONS.get(variant)
     detector_module.restoration = (lambda *_: restore) if restore else _plain_restoration
     detector = detector_from_config(config)
     started = time.perf_counter()
@@ -277,7 +283,7 @@ def run_cell(dataset_name: str, seed: int, tagged_variant: str, normal_class: in
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
-    register_deep_model()
+    register_research_models()
     name, seed_arg, variant_arg = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     for k in map(int, sys.argv[4:]):
         run_cell(name, seed_arg, variant_arg, k)

@@ -11,8 +11,10 @@ count chosen by BIC), knnK (log mean distance to the K nearest training codes),
 feat-knn (kNN among pooled encoder features), consist (distance between the
 codes of image and reconstruction). A trailing '~' averages a term over the
 image and its mirror; '@' (rot90 cells) adds the turned copies' average.
-Several tags joined by ',' are an ensemble: the mean of their z-scored scores
-(test AUROC only, since their held-out images differ).
+Several tags joined by ',' are an ensemble: the mean of their z-scored scores.
+Members of one split ("variant~N" cells of one seed) share their held-out and
+development images, so the ensemble is measured like one cell; members of
+different splits get the test AUROC only.
 
 Prints per score: mean development AUROC (val against dev), mean test AUROC,
 the per-class test AUROC, and accuracy / macro F1 at mean + 2 std of val for
@@ -123,33 +125,29 @@ def load(tag: str) -> list[dict]:
 
 
 def report(tags: list[str], spec: str, cells: Callable[[str], list[dict]]) -> str:
-    if len(tags) == 1:
-        rows = np.array([measure(score(c, spec), c) for c in cells(tags[0])])
+    members = [cells(t) for t in tags]
+    ensemble = f" (ensemble of {len(tags)})" if len(tags) > 1 else ""
+    if all(np.array_equal(m[0]["dev_classes"], members[0][0]["dev_classes"]) for m in members):
+        # One split (one tag, or "variant~N" cells): the members share val and dev
+        # images. The z-scores of one member rank and threshold as its raw score does.
+        rows = np.array(
+            [
+                measure(_mean([z(score(c, spec)) for c in ms]), ms[0])
+                for ms in zip(*members, strict=True)
+            ]
+        )
         sneaker = f"sneaker acc {rows[7, 2]:.3f} F1 {rows[7, 3]:.3f}"
-        dev = f"dev {rows[:, 0].mean():6.2f}"
+        dev = f"dev {rows[:, 0].mean():6.2f}{ensemble}"
         per_class = rows[:, 1]
     else:
-        members = [cells(t) for t in tags]
-        if all(np.array_equal(m[0]["dev_classes"], members[0][0]["dev_classes"]) for m in members):
-            # One split ("variant~offset" cells): the members share val and dev images.
-            rows = np.array(
-                [
-                    measure(_mean([z(score(c, spec)) for c in ms]), ms[0])
-                    for ms in zip(*members, strict=True)
-                ]
-            )
-            sneaker = f"sneaker acc {rows[7, 2]:.3f} F1 {rows[7, 3]:.3f}"
-            dev = f"dev {rows[:, 0].mean():6.2f} (ensemble of {len(tags)})"
-            per_class = rows[:, 1]
-        else:
-            per_class = np.array(
-                [
-                    roc_auc_score(ms[0]["test_labels"], sum(z(score(c, spec))["test"] for c in ms))
-                    * 100
-                    for ms in zip(*members, strict=True)
-                ]
-            )
-            sneaker, dev = "", f"ensemble of {len(tags)}"
+        per_class = np.array(
+            [
+                roc_auc_score(ms[0]["test_labels"], sum(z(score(c, spec))["test"] for c in ms))
+                * 100
+                for ms in zip(*members, strict=True)
+            ]
+        )
+        sneaker, dev = "", ensemble.strip(" ()")
     listed = " ".join(f"{x:5.1f}" for x in per_class)
     return f"{spec:32s} {dev} test {per_class.mean():6.2f} | {listed} | {sneaker}"
 
