@@ -554,6 +554,7 @@ def test_get_params_lists_every_init_argument() -> None:
         "model_args": {"channels": [8]},
         "score": "mse",
         "threshold": "fixed:0.1",
+        "members": 1,
         "epochs": 3,
         "batch_size": 128,
         "learning_rate": 1e-3,

@@ -135,3 +135,25 @@ def test_combined_latent_score_exports_with_its_fitted_state(
     # Sums of z-scores are larger numbers than pixel errors: compare relative to their spread.
     difference = float(np.abs(scores - expected).max()) / float(expected.std())
     assert difference < 1e-4, f"max difference {difference} of the scores' spread"
+
+
+def test_an_ensemble_exports_as_one_graph(fashion: Dataset, tmp_path: Path) -> None:
+    """Two members: the graph scores and reconstructs with the mean of both, as PyTorch."""
+    detector = AutoencoderDetector(
+        model="conv-dense",
+        model_args={"channels": [4, 8], "code": 8},
+        score="ssim+latent",
+        members=2,
+        epochs=1,
+        batch_size=32,
+        device="cpu",
+    ).fit(fashion.train_images[:400])
+    path = export_onnx(detector, tmp_path / "ensemble.onnx")
+    images = fashion.test_images[:100]
+    batch = images[:, None].astype(np.float32) / 255
+    scores, reconstruction = session(path).run(None, {INPUT_NAME: batch})
+    expected = detector.score_samples(images)
+    difference = float(np.abs(scores - expected).max()) / float(expected.std())
+    assert difference < 1e-4, f"max difference {difference} of the scores' spread"
+    torch_recon, _ = detector.reconstruct(images)
+    assert float(np.abs(reconstruction - torch_recon).max()) < TOLERANCE

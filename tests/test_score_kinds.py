@@ -195,7 +195,7 @@ def test_ssim_latent_flags_noise_on_real_digits(
 def _rescored(detector: AutoencoderDetector, score: str, digits: ScenarioData) -> Any:
     """The same trained network under another score kind."""
     other = copy.deepcopy(detector).set_params(score=score)
-    other.scorer_, _ = other._fit_scorer(digits.train, digits.val)
+    other.scorer_, _ = other._fit_scorer(other.model_, 0, digits.train, digits.val)
     return other
 
 

@@ -139,11 +139,22 @@ def _parsable(parse: Callable[[str], object], value: str) -> str:
     return value
 
 
+# Keeps an ensemble small enough to train in minutes and to export as one graph.
+MAX_MEMBERS = 10
+
+
 class DetectorConfig(_Section):
     score: str = Field("mse", description=f"per-image score: {SCORE_FORMS} (see README, Scores)")
     threshold: str = Field(
         "percentile:95",
         description="rule fitted on clean validation scores: percentile:Q, mean+Kstd or fixed:V",
+    )
+    members: int = Field(
+        1,
+        ge=1,
+        le=MAX_MEMBERS,
+        description="networks trained on the same images from different initial weights; "
+        "the score is the mean of theirs (an ensemble: members times the training time)",
     )
     threshold_data: Literal["validation", "test-normal"] = Field(
         "validation",

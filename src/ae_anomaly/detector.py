@@ -6,6 +6,10 @@ higher means more anomalous; ``predict`` gives 1 for an anomaly, 0 for normal.
 The threshold is fitted on normal validation images the network did not
 train on.
 
+With ``members`` > 1 it is an ensemble (ensemble.py): that many networks
+trained on the same images from different initial weights, the score the mean
+of theirs.
+
 A saved detector is a folder with ``weights.safetensors`` and
 ``detector.json`` (architecture, input shape, normalisation, score kind,
 threshold, training summary, package version); loading never unpickles.
@@ -39,6 +43,14 @@ from ae_anomaly.config import (
 )
 from ae_anomaly.data.tensors import UINT8_SCALE, to_image_tensor
 from ae_anomaly.device import select_device
+from ae_anomaly.ensemble import (
+    MemberOutputs,
+    combined,
+    mean_score,
+    member_seed,
+    networks_of,
+    scorers_of,
+)
 from ae_anomaly.errors import UserError
 from ae_anomaly.fileio import atomic_write, write_json
 from ae_anomaly.inference import batched_outputs
@@ -49,7 +61,7 @@ from ae_anomaly.score_kinds import KNN, LATENT, PIXEL_SCORES, parse_score, uses_
 from ae_anomaly.scorer import Scorer, empty_scorer, require_code
 from ae_anomaly.scoring import error_map
 from ae_anomaly.thresholds import parse_threshold
-from ae_anomaly.training import ProgressListener, TrainSettings, train
+from ae_anomaly.training import ProgressListener, TrainProgress, TrainSettings, train
 
 FORMAT_NAME = "ae-anomaly-detector"
 FORMAT_VERSION = 1
@@ -68,10 +80,12 @@ SCORE_BATCH = 1024
 class AutoencoderDetector(BaseEstimator):  # type: ignore[misc]
     """Reconstruction-error anomaly detector.
 
-    Fitted attributes: ``model_`` (the trained network), ``scorer_`` (the
-    score with whatever it fitted: code density, reference codes, calibration), ``input_shape_``
-    (C, H, W), ``device_``, ``history_`` (per-epoch losses),
-    ``validation_scores_`` (scores of the held-out normal images) and
+    Fitted attributes: ``model_`` (the trained network, an ensemble.Ensemble of
+    them for ``members`` > 1), ``scorer_`` (the score with whatever it fitted:
+    code density, reference codes, calibration; one per member), ``input_shape_``
+    (C, H, W), ``device_``, ``history_`` and ``best_epoch_`` (per-epoch losses
+    of the first member), ``member_training_`` (every member's history and best
+    epoch), ``validation_scores_`` (scores of the held-out normal images) and
     ``threshold_`` (fitted from them).
     """
 
@@ -81,6 +95,7 @@ class AutoencoderDetector(BaseEstimator):  # type: ignore[misc]
         model_args: dict[str, Any] | None = None,
         score: str = "mse",
         threshold: str = "percentile:95",
+        members: int = 1,
         epochs: int = 6,
         batch_size: int = 128,
         learning_rate: float = 1e-3,
@@ -99,6 +114,7 @@ class AutoencoderDetector(BaseEstimator):  # type: ignore[misc]
         self.model_args = model_args
         self.score = score
         self.threshold = threshold
+        self.members = members
         self.epochs = epochs
         self.batch_size = batch_size
         self.learning_rate = learning_rate
@@ -141,51 +157,82 @@ class AutoencoderDetector(BaseEstimator):  # type: ignore[misc]
             )
         self.device_ = select_device(self.device)
         self.input_shape_ = tuple(int(d) for d in images.shape[1:])
+        images, val = images.to(self.device_), val.to(self.device_)
+        trained = [
+            self._train_member(member, images, val, training, checkpoint_dir, resume, listener)
+            for member in range(self.members)
+        ]
+        networks = [network for network, _ in trained]
+        self.member_training_ = [_training_record(progress) for _, progress in trained]
+        self.history_ = self.member_training_[0]["history"]
+        self.best_epoch_ = self.member_training_[0]["best_epoch"]
+        fitted = [self._fit_scorer(net, member, images, val) for member, net in enumerate(networks)]
+        self.model_, self.scorer_ = combined(networks, [scorer for scorer, _ in fitted])
+        # The calibration's term values of the validation images give their scores too.
+        val_scores = torch.stack([scorer.combine(values) for scorer, values in fitted])
+        self.validation_scores_ = val_scores.mean(dim=0).double().cpu().numpy()
+        self.threshold_ = rule.fit(self.validation_scores_)
+        return self
+
+    def _train_member(
+        self,
+        member: int,
+        images: torch.Tensor,
+        val: torch.Tensor,
+        training: TrainingConfig,
+        checkpoint_dir: Path | None,
+        resume: bool,
+        listener: ProgressListener | None,
+    ) -> tuple[nn.Module, TrainProgress]:
+        """Member ``member``'s network, trained on ``images``, and its training progress."""
+        seed = member_seed(self.seed, member)
         # The seed fixes the initial weights; fork_rng keeps the caller's
         # global random state untouched.
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)
-            network = build_model(self.model, self.input_shape_, **(self.model_args or {}))
-        require_code(self.score, network, self.model)
-        self.model_ = _placed(network, self.device_)
-        images, val = images.to(self.device_), val.to(self.device_)
+            torch.manual_seed(seed)
+            built = build_model(self.model, self.input_shape_, **(self.model_args or {}))
+        require_code(self.score, built, self.model)
+        network = _placed(built, self.device_)
+        if checkpoint_dir is not None and member > 0:
+            checkpoint_dir = checkpoint_dir / f"member-{member}"
         progress = train(
-            self.model_,
+            network,
             images,
             val,
-            TrainSettings(**training.model_dump(exclude=RESTORATION_FIELDS), seed=self.seed),
+            TrainSettings(**training.model_dump(exclude=RESTORATION_FIELDS), seed=seed),
             checkpoint_dir=checkpoint_dir,
             resume=resume,
             listener=listener,
             restore=restoration(training.restore, training.restore_angle, training.restore_share),
         )
-        self.history_ = [asdict(r) for r in progress.history]
-        self.best_epoch_ = progress.best_epoch
-        self.scorer_, val_values = self._fit_scorer(images, val)
-        # The calibration's term values of the validation images give their scores too.
-        self.validation_scores_ = self.scorer_.combine(val_values).double().cpu().numpy()
-        self.threshold_ = rule.fit(self.validation_scores_)
-        return self
+        return network, progress
 
-    def _fit_scorer(self, images: torch.Tensor, val: torch.Tensor) -> tuple[Scorer, torch.Tensor]:
-        """The score with its code density and reference codes fitted on the training codes
-        and calibrated on ``val``, and the (N, T) term values of ``val`` it was calibrated on.
+    def _fit_scorer(
+        self, network: nn.Module, member: int, images: torch.Tensor, val: torch.Tensor
+    ) -> tuple[Scorer, torch.Tensor]:
+        """``network``'s score with its code density and reference codes fitted on the training
+        codes and calibrated on ``val``, and the (N, T) term values of ``val`` it was calibrated on.
 
         The code terms see training images, the calibration validation images:
         the threshold, fitted on validation scores, then sees scores of images
         that nothing was fitted on but the calibration's two numbers per term.
         """
         terms = parse_score(self.score)
+        seed = member_seed(self.seed, member)
         density = neighbours = None
         if uses_code(self.score):
-            codes = torch.cat([c for _, _, c in self._batches(images) if c is not None])
+            codes = torch.cat(
+                [c for _, [(_, c)] in self._batches(images, [network]) if c is not None]
+            )
             if LATENT in terms:
                 with torch.random.fork_rng(devices=[]):
-                    density = fit_code_density(codes, self.seed)
+                    density = fit_code_density(codes, seed)
             if KNN in terms:
-                neighbours = fit_code_neighbours(codes, self.seed)
+                neighbours = fit_code_neighbours(codes, seed)
         scorer = Scorer(self.score, density, neighbours).to(self.device_)
-        values = torch.cat([scorer.term_values(*batch) for batch in self._batches(val)])
+        values = torch.cat(
+            [scorer.term_values(x, *outputs[0]) for x, outputs in self._batches(val, [network])]
+        )
         scorer.calibrate(values)
         return scorer, values
 
@@ -216,7 +263,7 @@ class AutoencoderDetector(BaseEstimator):  # type: ignore[misc]
         Returns the training section, which the training loop's settings are made from.
         """
         try:
-            DetectorConfig(score=self.score, threshold=self.threshold)
+            DetectorConfig(score=self.score, threshold=self.threshold, members=self.members)
             DataConfig(val_fraction=self.val_fraction)
             # The training parameters are named as the config section's fields.
             return TrainingConfig(
@@ -239,8 +286,8 @@ class AutoencoderDetector(BaseEstimator):  # type: ignore[misc]
 
     def score_samples(self, X: Any) -> np.ndarray:
         """Per-image anomaly score (higher = more anomalous), float64 array of length N."""
-        scorer = self._fitted_scorer()
-        chunks = [scorer(*batch) for batch in self._batches(X)]
+        scorers = scorers_of(self._fitted_scorer())
+        chunks = [mean_score(scorers, x, outputs) for x, outputs in self._batches(X)]
         return torch.cat(chunks).double().cpu().numpy()
 
     def decision_function(self, X: Any) -> np.ndarray:
@@ -252,10 +299,14 @@ class AutoencoderDetector(BaseEstimator):  # type: ignore[misc]
         return (self.score_samples(X) > self._fitted_threshold()).astype(np.int64)
 
     def reconstruct(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
-        """Reconstructions (N, C, H, W) in [0, 1] and per-pixel error maps (N, H, W)."""
+        """Reconstructions (N, C, H, W) in [0, 1] and per-pixel error maps (N, H, W).
+
+        An ensemble's reconstruction is the mean of its members'.
+        """
         recons, maps = [], []
         kind = self.error_map_kind()
-        for x, r, _ in self._batches(X):
+        for x, outputs in self._batches(X):
+            r = torch.stack([member_r for member_r, _ in outputs]).mean(dim=0)
             recons.append(r.cpu())
             maps.append(error_map(x, r, kind).cpu())
         return torch.cat(recons).numpy(), torch.cat(maps).numpy()
@@ -266,29 +317,29 @@ class AutoencoderDetector(BaseEstimator):  # type: ignore[misc]
         pixel = [term for term in parse_score(self.score) if term in PIXEL_SCORES]
         return pixel[0] if pixel else "mse"
 
-    def _batches(self, X: Any) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
-        """(images, reconstructions, codes or None) batch by batch, on the detector's device."""
-        model = self._fitted_model()
+    def _batches(
+        self, X: Any, networks: list[nn.Module] | None = None
+    ) -> Iterator[tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor | None]]]]:
+        """(images, one (reconstructions, codes or None) per member) batch by batch, on the
+        detector's device; ``networks`` defaults to the fitted members."""
+        if networks is None:
+            networks = networks_of(self._fitted_model())
         images = to_image_tensor(X)
         if tuple(images.shape[1:]) != self.input_shape_:
             raise UserError(
                 f"the detector was fitted on images of shape {self.input_shape_}, "
                 f"got {tuple(images.shape[1:])}"
             )
-        if not uses_code(self.score):
-            for x, r in batched_outputs(model, images, self.device_, SCORE_BATCH):
-                yield x, r, None
-            return
-        coded = WithCode(model)
-        for x, (r, code) in batched_outputs(coded, images, self.device_, SCORE_BATCH):
-            yield x, r, code
+        runner = MemberOutputs(networks, with_code=uses_code(self.score))
+        yield from batched_outputs(runner, images, self.device_, SCORE_BATCH)
 
     def _fitted_model(self) -> nn.Module:
         if not hasattr(self, "model_"):
             raise UserError("this detector is not fitted yet; call fit() or load() first")
         return self.model_  # type: ignore[no-any-return]
 
-    def _fitted_scorer(self) -> Scorer:
+    def _fitted_scorer(self) -> nn.Module:
+        """The fitted Scorer, or an ensemble.EnsembleScorer of one per member."""
         self._fitted_model()
         return self.scorer_  # type: ignore[no-any-return]
 
@@ -328,7 +379,11 @@ class AutoencoderDetector(BaseEstimator):  # type: ignore[misc]
             "normalisation": {"uint8_scale": UINT8_SCALE, "pixel_range": [0.0, 1.0]},
             "score": self.score,
             "threshold": {"rule": self.threshold, "value": self.threshold_},
-            "training": {"history": self.history_, "best_epoch": self.best_epoch_},
+            "training": {
+                "history": self.history_,
+                "best_epoch": self.best_epoch_,
+                "members": self.member_training_,
+            },
         }
 
     @classmethod
@@ -353,10 +408,17 @@ class AutoencoderDetector(BaseEstimator):  # type: ignore[misc]
         detector.threshold_ = fields.threshold
         detector.history_ = fields.history
         detector.best_epoch_ = fields.best_epoch
-        try:
-            network = build_model(
-                detector.model, detector.input_shape_, **(detector.model_args or {})
+        detector.member_training_ = fields.member_training
+        if len(fields.member_training) != detector.members:
+            raise UserError(
+                f"{meta_path} describes the training of {len(fields.member_training)} "
+                f"networks, but its detector has {detector.members} members"
             )
+        try:
+            networks = [
+                build_model(detector.model, detector.input_shape_, **(detector.model_args or {}))
+                for _ in range(detector.members)
+            ]
         except UserError as exc:
             raise UserError(f"{meta_path} describes no usable model: {exc}") from None
         weights_path = folder / WEIGHTS_FILE
@@ -365,15 +427,22 @@ class AutoencoderDetector(BaseEstimator):  # type: ignore[misc]
         except (SafetensorError, OSError, RuntimeError) as exc:
             raise UserError(f"cannot load weights from {weights_path}: {exc}") from None
         detector.validation_scores_ = _validation_scores(state, weights_path)
-        scorer = _saved_scorer(detector.score, state, weights_path)
-        _check_state_matches(network, state, weights_path, meta_path)
-        network.load_state_dict(state)
-        _check_code_width(network, scorer, detector.input_shape_, weights_path)
+        scorers = _saved_scorers(detector.score, detector.members, state, weights_path)
+        model, scorer = combined(networks, scorers)
+        _check_state_matches(model, state, weights_path, meta_path)
+        model.load_state_dict(state)
+        for network, member_scorer in zip(networks, scorers, strict=True):
+            _check_code_width(network, member_scorer, detector.input_shape_, weights_path)
         detector.device_ = select_device(device)
-        detector.model_ = _placed(network, detector.device_)
+        detector.model_ = _placed(model, detector.device_)
         detector.model_.eval()
         detector.scorer_ = scorer.to(detector.device_)
         return detector
+
+
+def _training_record(progress: TrainProgress) -> dict[str, Any]:
+    """One network's per-epoch losses and best epoch, as saved in detector.json."""
+    return {"history": [asdict(r) for r in progress.history], "best_epoch": progress.best_epoch}
 
 
 def _placed(network: nn.Module, device: torch.device) -> nn.Module:
@@ -410,6 +479,7 @@ class _Fields:
     threshold: float
     history: list[dict[str, Any]]
     best_epoch: int
+    member_training: list[dict[str, Any]]
 
 
 def _checked_fields(meta: dict[str, Any]) -> _Fields:
@@ -437,18 +507,35 @@ def _checked_fields(meta: dict[str, Any]) -> _Fields:
     if not _is_number(threshold) or not math.isfinite(threshold):
         raise ValueError(f"threshold.value must be a finite number, got {threshold!r}")
     training = meta["training"]
-    history, best_epoch = training["history"], training["best_epoch"]
-    if not isinstance(history, list) or not all(isinstance(r, dict) for r in history):
-        raise TypeError("training.history must be a list of mappings")
-    if not _is_int(best_epoch) or best_epoch < 0:
-        raise ValueError(f"training.best_epoch must be an integer >= 0, got {best_epoch!r}")
+    first = _checked_training_record(training, "training")
+    # Detectors saved before ensembles existed have one member, described by history alone.
+    members = training.get("members", [first])
+    if not isinstance(members, list) or not members:
+        raise TypeError("training.members must be a non-empty list of mappings")
+    member_training = [
+        _checked_training_record(record, f"training.members[{i}]")
+        for i, record in enumerate(members)
+    ]
     return _Fields(
         params=params,
         input_shape=(shape[0], shape[1], shape[2]),
         threshold=float(threshold),
-        history=list(history),
-        best_epoch=best_epoch,
+        history=first["history"],
+        best_epoch=first["best_epoch"],
+        member_training=member_training,
     )
+
+
+def _checked_training_record(record: Any, where: str) -> dict[str, Any]:
+    """One network's {"history", "best_epoch"}, or a TypeError / ValueError saying which is bad."""
+    if not isinstance(record, dict):
+        raise TypeError(f"{where} must be a mapping")
+    history, best_epoch = record["history"], record["best_epoch"]
+    if not isinstance(history, list) or not all(isinstance(r, dict) for r in history):
+        raise TypeError(f"{where}.history must be a list of mappings")
+    if not _is_int(best_epoch) or best_epoch < 0:
+        raise ValueError(f"{where}.best_epoch must be an integer >= 0, got {best_epoch!r}")
+    return {"history": list(history), "best_epoch": best_epoch}
 
 
 def _is_int(value: Any) -> bool:
@@ -468,12 +555,28 @@ def _validation_scores(state: dict[str, torch.Tensor], path: Path) -> np.ndarray
     return scores.numpy()
 
 
-def _saved_scorer(spec: str, state: dict[str, torch.Tensor], path: Path) -> Scorer:
-    """The fitted scorer saved in ``state`` (its keys are removed from it)."""
+def _saved_scorers(
+    spec: str, members: int, state: dict[str, torch.Tensor], path: Path
+) -> list[Scorer]:
+    """The members' fitted scorers saved in ``state`` (their keys are removed from it)."""
     saved = {
         key.removeprefix(SCORER_PREFIX): state.pop(key)
         for key in [k for k in state if k.startswith(SCORER_PREFIX)]
     }
+    if members == 1:
+        return [_saved_scorer(spec, saved, path)]
+    # An EnsembleScorer's state: "members.<i>.<key>" for member i.
+    per_member: list[dict[str, torch.Tensor]] = [{} for _ in range(members)]
+    for key, tensor in saved.items():
+        head, member, rest = [*key.split(".", 2), "", ""][:3]
+        if head != "members" or not member.isdigit() or int(member) >= members or not rest:
+            raise UserError(f"{path} holds an unexpected fitted-score tensor {key!r}")
+        per_member[int(member)][rest] = tensor
+    return [_saved_scorer(spec, member_state, path) for member_state in per_member]
+
+
+def _saved_scorer(spec: str, saved: dict[str, torch.Tensor], path: Path) -> Scorer:
+    """One fitted scorer from its saved tensors (keys without prefix)."""
     try:
         scorer = empty_scorer(spec, saved)
         scorer.load_state_dict(saved)
@@ -538,6 +641,7 @@ def detector_from_config(config: RunConfig) -> AutoencoderDetector:
         model_args=config.model_args,
         score=config.detector.score,
         threshold=config.detector.threshold,
+        members=config.detector.members,
         **config.training.model_dump(),
         val_fraction=config.data.val_fraction,
         device=config.device,

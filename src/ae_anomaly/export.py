@@ -26,10 +26,9 @@ from torch import nn
 
 from ae_anomaly import __version__
 from ae_anomaly.detector import AutoencoderDetector
+from ae_anomaly.ensemble import MemberOutputs, mean_score, networks_of, scorers_of
 from ae_anomaly.errors import UserError
 from ae_anomaly.fileio import write_bytes
-from ae_anomaly.models import WithCode
-from ae_anomaly.scorer import Scorer
 
 # Opset 17 is read by every onnxruntime since 1.11 and covers every op used here.
 OPSET = 17
@@ -44,20 +43,21 @@ class ScoringModel(nn.Module):
     The scorer's fitted code density, reference codes and calibration travel
     as constants, so combined and code scores (latent, knn) export too. The knn
     term holds an (N, M) distance matrix per call (M <= 20,000 reference
-    codes: about 80 KB per image), so score large sets in batches.
+    codes: about 80 KB per image), so score large sets in batches. An
+    ensemble's score and reconstruction are the means of its members', as in
+    the detector.
     """
 
-    def __init__(self, model: nn.Module, scorer: Scorer) -> None:
+    def __init__(self, model: nn.Module, scorer: nn.Module) -> None:
         super().__init__()
-        self.model = WithCode(model) if scorer.needs_code else model
+        needs_code = scorers_of(scorer)[0].needs_code
+        self.members = MemberOutputs(networks_of(model), with_code=needs_code)
         self.scorer = scorer
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.scorer.needs_code:
-            reconstruction, code = self.model(images)
-            return self.scorer(images, reconstruction, code), reconstruction
-        reconstruction = self.model(images)
-        return self.scorer(images, reconstruction), reconstruction
+        outputs = self.members(images)
+        reconstruction = torch.stack([r for r, _ in outputs]).mean(dim=0)
+        return mean_score(scorers_of(self.scorer), images, outputs), reconstruction
 
 
 def require_onnx() -> None:

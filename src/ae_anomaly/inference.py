@@ -6,6 +6,7 @@ Shared by the detector (reconstructions) and the digit classifier (logits).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -13,8 +14,9 @@ from torch import nn
 
 def batched_outputs(
     model: nn.Module, images: torch.Tensor, device: torch.device, batch_size: int
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield (batch on ``device``, the model's output for it), in eval mode."""
+) -> Iterator[tuple[torch.Tensor, Any]]:
+    """Yield (batch on ``device``, the model's output for it: a tensor, or whatever the model
+    returns), in eval mode."""
     model.eval()
     for start in range(0, len(images), batch_size):
         batch = images[start : start + batch_size].to(device)
