@@ -196,6 +196,12 @@ OVERRIDES: dict[str, dict[str, Any]] = {
     "wd": {**RECIPE, "training": {**RECIPE_TRAINING, "weight_decay": 5e-4}},
     "wd2": {**RECIPE, "training": {**RECIPE_TRAINING, "weight_decay": 2e-3}},
     "wd1": {**RECIPE, "training": {**RECIPE_TRAINING, "weight_decay": 1e-4}},
+    # Session 6: the training loss, learning rate, batch size and length of the recipe.
+    "bce": {**RECIPE, "training": {**RECIPE_TRAINING, "loss": "bce"}},
+    "lr2": {**RECIPE, "training": {**RECIPE_TRAINING, "learning_rate": 2e-3}},
+    "lr05": {**RECIPE, "training": {**RECIPE_TRAINING, "learning_rate": 5e-4}},
+    "b64": {**RECIPE, "training": {**RECIPE_TRAINING, "batch_size": 64}},
+    "e30": {**RECIPE, "training": {**RECIPE_TRAINING, "epochs": 30, "patience": 30}},
 }
 # Variants hooked into the detector's training (the package has no such options).
 TRAIN_HOOKS: dict[str, dict[str, Any]] = {

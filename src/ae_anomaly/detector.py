@@ -237,14 +237,18 @@ class AutoencoderDetector(BaseEstimator):  # type: ignore[misc]
         return scorer, values
 
     def training_summary(self) -> dict[str, Any]:
-        """Epochs run, the best epoch, per-epoch losses and the device, for metrics.json."""
+        """Epochs run, the best epoch, per-epoch losses and the device, for metrics.json
+        (of the first member; an ensemble's summary also lists every member's)."""
         self._fitted_model()
-        return {
+        summary = {
             "epochs_run": len(self.history_),
             "best_epoch": self.best_epoch_,
             "history": self.history_,
             "device": str(self.device_),
         }
+        if self.members > 1:
+            summary["members"] = self.member_training_
+        return summary
 
     def description(self) -> dict[str, str]:
         """Model, score and what the training assumed, in words, for reports."""
