@@ -173,6 +173,8 @@ def test_one_class_recipe() -> None:
     )
     assert config.training.patience == 20  # the schedule sets the length, not early stopping
     assert config.training.weight_decay == 5e-4
+    assert config.training.learning_rate == 2e-3
+    assert config.detector.members == 2  # an ensemble of two networks
     assert config.detector.score == "mae"  # a flag still wins over the recipe
     recipe = build_config({}, {"scenario": "one-class", "normal_class": 7})
     assert recipe.detector.score == "ssim+blur-mse+latent+knn"

@@ -27,7 +27,12 @@ the detector's training by replacing the functions detector.py calls: the
 package has no such options, on purpose (BENCHMARKS.md, What was tried).
 Every variant is the recipe of config.RECIPES with its own change, so since
 session 5 each has the recipe's weight decay; the cells of sessions 4 and 5
-(other than wd, wd1, wd2) were made before the recipe had one.
+(other than wd, wd1, wd2) were made before the recipe had one. Session 6:
+bce (the training loss), lr2 / lr4 / lr05 (learning rate 2e-3 / 4e-3 / 5e-4),
+b64 (batch 64), e30 (30 epochs); the recipe has since had lr2's learning
+rate, so later cells of every variant have it. A cell is always one network
+(the recipe's two members are made here as "variant~1" cells, ensembled by
+score_cells.py).
 Cells go to $AE_RESEARCH_CELLS (default research-cells/); each has an .npz and
 the saved detector beside it.
 """
@@ -200,6 +205,7 @@ OVERRIDES: dict[str, dict[str, Any]] = {
     "bce": {**RECIPE, "training": {**RECIPE_TRAINING, "loss": "bce"}},
     "lr2": {**RECIPE, "training": {**RECIPE_TRAINING, "learning_rate": 2e-3}},
     "lr05": {**RECIPE, "training": {**RECIPE_TRAINING, "learning_rate": 5e-4}},
+    "lr4": {**RECIPE, "training": {**RECIPE_TRAINING, "learning_rate": 4e-3}},
     "b64": {**RECIPE, "training": {**RECIPE_TRAINING, "batch_size": 64}},
     "e30": {**RECIPE, "training": {**RECIPE_TRAINING, "epochs": 30, "patience": 30}},
 }
@@ -246,7 +252,8 @@ def run_cell(dataset_name: str, seed: int, tagged_variant: str, normal_class: in
         "seed": seed + int(offset or 0),
         "data": {"dataset": dataset_name, "normal_class": normal_class},
     }
-    config = build_config({**tree, **OVERRIDES.get(variant, {})}, {})
+    # One network per cell: score_cells.py makes ensembles from "variant~N" cells.
+    config = build_config({**tree, **OVERRIDES.get(variant, {})}, {"members": 1})
     data = one_class_scenario(dataset, config.data, seed)
     others = np.flatnonzero(dataset.train_labels != normal_class)
     dev_index = np.sort(

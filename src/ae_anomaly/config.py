@@ -391,11 +391,18 @@ RECIPES: dict[str, dict[str, Any]] = {
     # best of 13 scores on MNIST and Fashion-MNIST; adding blur-mse and knn keeps
     # MNIST and gains about 0.7 on Fashion-MNIST. 20 epochs with a cosine schedule,
     # no early stop; Adam's weight decay 5e-4 gains 0.1 (Fashion) and 0.35 (MNIST)
-    # on development.
+    # on development, a learning rate of 2e-3 instead of 1e-3 0.09 and 0.07 more,
+    # and two members (an ensemble, twice the training) another 0.09 on Fashion.
     "one-class": {
         "model": "conv-dense",
-        "training": {"epochs": 20, "schedule": "cosine", "patience": 20, "weight_decay": 5e-4},
-        "detector": {"score": "ssim+blur-mse+latent+knn"},
+        "training": {
+            "epochs": 20,
+            "schedule": "cosine",
+            "patience": 20,
+            "learning_rate": 2e-3,
+            "weight_decay": 5e-4,
+        },
+        "detector": {"score": "ssim+blur-mse+latent+knn", "members": 2},
     },
 }
 
