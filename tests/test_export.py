@@ -157,3 +157,4 @@ def test_an_ensemble_exports_as_one_graph(fashion: Dataset, tmp_path: Path) -> N
     assert difference < 1e-4, f"max difference {difference} of the scores' spread"
     torch_recon, _ = detector.reconstruct(images)
     assert float(np.abs(reconstruction - torch_recon).max()) < TOLERANCE
+    assert session(path).get_modelmeta().custom_metadata_map["members"] == "2"

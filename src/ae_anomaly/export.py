@@ -5,7 +5,8 @@ The exported graph takes ``images``: float32 (N, C, H, W) with values in
 the per-image anomaly score of the detector's score kind, and
 ``reconstruction`` (N, C, H, W). The threshold, score kind and input shape
 are stored in the model's metadata (``metadata_props``); an image is an
-anomaly when its score is above the threshold.
+anomaly when its score is above the threshold. An ensemble (``members`` > 1)
+is one graph too: its score and reconstruction are the means of its members'.
 
 Needs the optional packages of the ``onnx`` extra (``pip install
 'ae-anomaly[onnx]'``). torch's TorchScript-based exporter is used: it needs
@@ -101,6 +102,7 @@ def onnx_bytes(detector: AutoencoderDetector) -> bytes:
         "ae_anomaly_version": __version__,
         "model": detector.model,
         "score": detector.score,
+        "members": str(detector.members),
         "threshold": repr(float(detector.threshold_)),
         "threshold_rule": detector.threshold,
         "input_shape": json.dumps(list(detector.input_shape_)),
