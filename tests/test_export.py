@@ -128,13 +128,20 @@ def test_combined_latent_score_exports_with_its_fitted_state(
         device="cpu",
     ).fit(fashion.train_images[:600])
     path = export_onnx(detector, tmp_path / "combined.onnx")
-    images = fashion.test_images[:200]
+    assert_graph_scores_like(detector, path, fashion.test_images[:200])
+
+
+def assert_graph_scores_like(
+    detector: AutoencoderDetector, path: Path, images: np.ndarray
+) -> np.ndarray:
+    """Check the graph at ``path`` scores ``images`` like ``detector``; its reconstructions."""
     batch = images[:, None].astype(np.float32) / 255
-    scores, _ = session(path).run(None, {INPUT_NAME: batch})
+    scores, reconstruction = session(path).run(None, {INPUT_NAME: batch})
     expected = detector.score_samples(images)
     # Sums of z-scores are larger numbers than pixel errors: compare relative to their spread.
     difference = float(np.abs(scores - expected).max()) / float(expected.std())
     assert difference < 1e-4, f"max difference {difference} of the scores' spread"
+    return np.asarray(reconstruction)
 
 
 def test_an_ensemble_exports_as_one_graph(fashion: Dataset, tmp_path: Path) -> None:
@@ -150,11 +157,7 @@ def test_an_ensemble_exports_as_one_graph(fashion: Dataset, tmp_path: Path) -> N
     ).fit(fashion.train_images[:400])
     path = export_onnx(detector, tmp_path / "ensemble.onnx")
     images = fashion.test_images[:100]
-    batch = images[:, None].astype(np.float32) / 255
-    scores, reconstruction = session(path).run(None, {INPUT_NAME: batch})
-    expected = detector.score_samples(images)
-    difference = float(np.abs(scores - expected).max()) / float(expected.std())
-    assert difference < 1e-4, f"max difference {difference} of the scores' spread"
+    reconstruction = assert_graph_scores_like(detector, path, images)
     torch_recon, _ = detector.reconstruct(images)
     assert float(np.abs(reconstruction - torch_recon).max()) < TOLERANCE
     assert session(path).get_modelmeta().custom_metadata_map["members"] == "2"

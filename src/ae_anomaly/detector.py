@@ -46,6 +46,7 @@ from ae_anomaly.device import select_device
 from ae_anomaly.ensemble import (
     MemberOutputs,
     combined,
+    mean_reconstruction,
     mean_score,
     member_seed,
     networks_of,
@@ -310,7 +311,7 @@ class AutoencoderDetector(BaseEstimator):  # type: ignore[misc]
         recons, maps = [], []
         kind = self.error_map_kind()
         for x, outputs in self._batches(X):
-            r = torch.stack([member_r for member_r, _ in outputs]).mean(dim=0)
+            r = mean_reconstruction(outputs)
             recons.append(r.cpu())
             maps.append(error_map(x, r, kind).cpu())
         return torch.cat(recons).numpy(), torch.cat(maps).numpy()

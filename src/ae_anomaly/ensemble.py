@@ -65,10 +65,9 @@ def networks_of(model: nn.Module) -> list[nn.Module]:
 
 def scorers_of(scorer: nn.Module) -> list[Scorer]:
     """The member scores of a detector's scorer (a plain Scorer is one member)."""
-    if isinstance(scorer, EnsembleScorer):
-        return [s for s in scorer.members if isinstance(s, Scorer)]
-    assert isinstance(scorer, Scorer)
-    return [scorer]
+    scorers = list(scorer.members) if isinstance(scorer, EnsembleScorer) else [scorer]
+    assert all(isinstance(s, Scorer) for s in scorers)
+    return scorers  # type: ignore[return-value]
 
 
 def combined(
@@ -88,6 +87,11 @@ def mean_score(
     """(N,) the mean of the members' scores of ``images`` (one member: its score exactly)."""
     scores = [scorer(images, r, code) for scorer, (r, code) in zip(scorers, outputs, strict=True)]
     return torch.stack(scores).mean(dim=0)
+
+
+def mean_reconstruction(outputs: list[tuple[torch.Tensor, torch.Tensor | None]]) -> torch.Tensor:
+    """The mean of the members' reconstructions (one member: its reconstruction exactly)."""
+    return torch.stack([r for r, _ in outputs]).mean(dim=0)
 
 
 def member_seed(seed: int, member: int) -> int:

@@ -27,7 +27,13 @@ from torch import nn
 
 from ae_anomaly import __version__
 from ae_anomaly.detector import AutoencoderDetector
-from ae_anomaly.ensemble import MemberOutputs, mean_score, networks_of, scorers_of
+from ae_anomaly.ensemble import (
+    MemberOutputs,
+    mean_reconstruction,
+    mean_score,
+    networks_of,
+    scorers_of,
+)
 from ae_anomaly.errors import UserError
 from ae_anomaly.fileio import write_bytes
 
@@ -57,8 +63,8 @@ class ScoringModel(nn.Module):
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         outputs = self.members(images)
-        reconstruction = torch.stack([r for r, _ in outputs]).mean(dim=0)
-        return mean_score(scorers_of(self.scorer), images, outputs), reconstruction
+        scores = mean_score(scorers_of(self.scorer), images, outputs)
+        return scores, mean_reconstruction(outputs)
 
 
 def require_onnx() -> None:
