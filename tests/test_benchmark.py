@@ -11,10 +11,10 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from ae_anomaly.benchmark import Cell, markdown_table, summarise
 from ae_anomaly.cli import cli
 from ae_anomaly.config import build_config
 from ae_anomaly.data.sources import Dataset
+from ae_anomaly.runs.benchmark import Cell, markdown_table, summarise
 
 SMALL = ["--train-limit", "300", "--test-limit", "300", "--epochs", "1", "--batch-size", "64"]
 

@@ -23,7 +23,8 @@ from safetensors import safe_open
 from torch import nn
 
 from ae_anomaly import __version__
-from ae_anomaly.classifier import (
+from ae_anomaly.classifier.config import build_classifier_config
+from ae_anomaly.classifier.model import (
     CHANNELS,
     DROPOUT,
     HIDDEN,
@@ -34,11 +35,10 @@ from ae_anomaly.classifier import (
     classification_metrics,
     random_shift,
 )
-from ae_anomaly.classifier_config import build_classifier_config
 from ae_anomaly.cli import cli
 from ae_anomaly.data.sources import ENV_CACHE, ENV_DATA, Dataset
 from ae_anomaly.errors import UserError
-from ae_anomaly.training import CHECKPOINT_NAME, TrainSettings, train
+from ae_anomaly.nn.training import CHECKPOINT_NAME, TrainSettings, train
 
 N_TRAIN = 5000
 N_TEST = 2000

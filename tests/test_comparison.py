@@ -9,9 +9,9 @@ import pytest
 from click.testing import CliRunner
 
 from ae_anomaly.cli import cli
-from ae_anomaly.comparison import compare_models
 from ae_anomaly.config import build_config
-from ae_anomaly.models import parameter_count
+from ae_anomaly.nn.models import parameter_count
+from ae_anomaly.runs.comparison import compare_models
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +109,7 @@ def test_parameter_count_counts_every_parameter() -> None:
 def test_a_failed_comparison_leaves_nothing_behind(
     shared_data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from ae_anomaly import comparison
+    from ae_anomaly.runs import comparison
 
     def fail(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt

@@ -1,4 +1,4 @@
-"""Tests for ae_anomaly.detector: the scikit-learn style detector on small slices of MNIST."""
+"""Tests for the scikit-learn style detector on small slices of MNIST."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from sklearn.base import clone
 from sklearn.metrics import roc_auc_score
 
 from ae_anomaly.data.sources import Dataset
-from ae_anomaly.detector import (
+from ae_anomaly.detector.estimator import (
     FORMAT_NAME,
     FORMAT_VERSION,
     META_FILE,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ae_anomaly.device import select_device
 from ae_anomaly.errors import UserError
+from ae_anomaly.nn.device import select_device
 
 
 def test_cpu_is_always_available() -> None:

@@ -23,12 +23,12 @@ import pytest
 from safetensors import safe_open
 
 from ae_anomaly import __version__
-from ae_anomaly.cli import parse_overrides
+from ae_anomaly.cli.options import parse_overrides
 from ae_anomaly.config import RunConfig, build_config, read_yaml
 from ae_anomaly.data.sources import ENV_CACHE, ENV_DATA
-from ae_anomaly.detector import AutoencoderDetector
-from ae_anomaly.experiment import prepare_data, run_experiment
-from ae_anomaly.training import CHECKPOINT_NAME, EpochRecord
+from ae_anomaly.detector.estimator import AutoencoderDetector
+from ae_anomaly.nn.training import CHECKPOINT_NAME, EpochRecord
+from ae_anomaly.runs.experiment import prepare_data, run_experiment
 from tests.helpers import Outcome, cli_env, run_subprocess, snapshot
 
 CSV_COLUMNS = [

@@ -16,9 +16,14 @@ from safetensors.torch import load_file, save_file
 from ae_anomaly.cli import cli
 from ae_anomaly.config import build_config
 from ae_anomaly.data.sources import Dataset
-from ae_anomaly.detector import META_FILE, WEIGHTS_FILE, AutoencoderDetector, detector_from_config
-from ae_anomaly.ensemble import Ensemble, EnsembleScorer, member_seed
+from ae_anomaly.detector.estimator import (
+    META_FILE,
+    WEIGHTS_FILE,
+    AutoencoderDetector,
+    detector_from_config,
+)
 from ae_anomaly.errors import UserError
+from ae_anomaly.nn.ensemble import Ensemble, EnsembleScorer, member_seed
 
 # A narrow coded network and the recipe's four-term score, which fits a code
 # density, reference codes and a calibration per member.

@@ -1,4 +1,4 @@
-"""Tests for ae_anomaly.evaluation: metrics on small synthetic score arrays."""
+"""Tests for ae_anomaly.report.metrics: metrics on small synthetic score arrays."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ae_anomaly.evaluation import evaluate, summary_rows
+from ae_anomaly.report.metrics import evaluate, summary_rows
 
 
 def make_set(

@@ -14,7 +14,7 @@ from click.testing import CliRunner, Result
 from ae_anomaly import AutoencoderDetector
 from ae_anomaly.cli import cli
 from ae_anomaly.data.sources import Dataset
-from ae_anomaly.export import INPUT_NAME, OUTPUT_NAMES, export_onnx
+from ae_anomaly.deploy.onnx import INPUT_NAME, OUTPUT_NAMES, export_onnx
 
 ort = pytest.importorskip("onnxruntime")
 EXIT_USER_ERROR = 2

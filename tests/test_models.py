@@ -1,4 +1,4 @@
-"""Tests for ae_anomaly.models: shapes, output range, gradients and the name registry."""
+"""Tests for ae_anomaly.nn.models: shapes, output range, gradients and the name registry."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ae_anomaly.errors import UserError
-from ae_anomaly.models import (
+from ae_anomaly.nn.models import (
     MODELS,
     ConvBNAutoencoder,
     build_model,

@@ -12,10 +12,10 @@ from click.testing import CliRunner
 
 from ae_anomaly.cli import cli
 from ae_anomaly.config import DataConfig, build_config
-from ae_anomaly.data.scenarios import one_class_scenario
 from ae_anomaly.data.sources import Dataset
 from ae_anomaly.errors import UserError
-from ae_anomaly.evaluation import classification_report_text, evaluate
+from ae_anomaly.report.metrics import classification_report_text, evaluate
+from ae_anomaly.scenarios.splits import one_class_scenario
 
 SNEAKER = 7
 

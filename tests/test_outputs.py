@@ -1,4 +1,4 @@
-"""Tests for ae_anomaly.outputs: the run folder is either complete or absent."""
+"""Tests for ae_anomaly.runs.folder: the run folder is either complete or absent."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from ae_anomaly.errors import UserError
-from ae_anomaly.outputs import INCOMPLETE_SUFFIX, RunFolder
+from ae_anomaly.runs.folder import INCOMPLETE_SUFFIX, RunFolder
 
 
 def test_work_folder_name(tmp_path: Path) -> None:

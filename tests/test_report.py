@@ -1,4 +1,4 @@
-"""Tests for ae_anomaly.report: PNG files and the self-contained HTML page."""
+"""Tests for ae_anomaly.report.page: PNG files and the self-contained HTML page."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ae_anomaly.evaluation import evaluate
-from ae_anomaly.report import Examples, write_report
+from ae_anomaly.report.metrics import evaluate
+from ae_anomaly.report.page import Examples, write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 ALL_PLOTS = ["loss", "scores", "roc_pr", "confusion", "angle_bands", "examples"]

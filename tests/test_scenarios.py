@@ -1,4 +1,4 @@
-"""Tests for ae_anomaly.data.scenarios: the corruptions split on a small slice of real MNIST."""
+"""Tests for ae_anomaly.scenarios.splits: the corruptions split on a small slice of real MNIST."""
 
 from __future__ import annotations
 
@@ -8,16 +8,16 @@ import torch
 
 from ae_anomaly.config import CORRUPTION_KINDS, CorruptionConfig, DataConfig
 from ae_anomaly.data.corruptions import MAX_SUBPIXEL_SHIFT, random_shifts, resample
-from ae_anomaly.data.scenarios import (
+from ae_anomaly.data.sources import Dataset
+from ae_anomaly.data.tensors import to_image_tensor
+from ae_anomaly.scenarios.splits import (
     ScenarioData,
     _assign_kinds,
     corrupted_test_set,
     corruptions_scenario,
     split_normal,
 )
-from ae_anomaly.data.scenarios import TestSet as CorruptedTestSet  # not a pytest class
-from ae_anomaly.data.sources import Dataset
-from ae_anomaly.data.tensors import to_image_tensor
+from ae_anomaly.scenarios.splits import TestSet as CorruptedTestSet  # not a pytest class
 
 TEST_LIMIT = 200
 TRAIN_LIMIT = 500

@@ -19,9 +19,9 @@ from click.testing import CliRunner, Result
 from PIL import Image
 
 from ae_anomaly import AutoencoderDetector
-from ae_anomaly.batch_scoring import error_map_name, error_map_png, score_inputs
 from ae_anomaly.cli import cli
 from ae_anomaly.data.sources import Dataset
+from ae_anomaly.deploy.batch import error_map_name, error_map_png, score_inputs
 from tests.helpers import cli_env, run_subprocess
 
 SNEAKER = 7

@@ -14,19 +14,19 @@ from sklearn.metrics import roc_auc_score
 from sklearn.mixture import GaussianMixture
 from sklearn.neighbors import NearestNeighbors
 
-from ae_anomaly import latent_density
 from ae_anomaly.config import CorruptionConfig, DataConfig
 from ae_anomaly.data.corruptions import add_gaussian_noise, random_shifts, resample
-from ae_anomaly.data.scenarios import ScenarioData, corruptions_scenario
 from ae_anomaly.data.sources import Dataset
-from ae_anomaly.detector import SCORER_PREFIX, WEIGHTS_FILE, AutoencoderDetector
+from ae_anomaly.detector.estimator import SCORER_PREFIX, WEIGHTS_FILE, AutoencoderDetector
 from ae_anomaly.errors import UserError
-from ae_anomaly.latent_density import fit_code_density, fit_code_neighbours
-from ae_anomaly.models import build_model, has_code, model_names
-from ae_anomaly.restoration import restoration
-from ae_anomaly.score_kinds import parse_score
-from ae_anomaly.scorer import Scorer
-from ae_anomaly.scoring import image_scores, ssim_map
+from ae_anomaly.nn.models import build_model, has_code, model_names
+from ae_anomaly.nn.restoration import restoration
+from ae_anomaly.scenarios.splits import ScenarioData, corruptions_scenario
+from ae_anomaly.scores import code as latent_density
+from ae_anomaly.scores.code import fit_code_density, fit_code_neighbours
+from ae_anomaly.scores.names import parse_score
+from ae_anomaly.scores.pixel import image_scores, ssim_map
+from ae_anomaly.scores.scorer import Scorer
 
 # -- formulas --------------------------------------------------------------------------------
 

@@ -1,12 +1,12 @@
-"""Tests for ae_anomaly.scoring: per-pixel error maps and per-image scores, by hand."""
+"""Tests for ae_anomaly.scores.pixel: per-pixel error maps and per-image scores, by hand."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from ae_anomaly.score_kinds import PIXEL_SCORES as SCORE_KINDS
-from ae_anomaly.scoring import error_map, image_scores
+from ae_anomaly.scores.names import PIXEL_SCORES as SCORE_KINDS
+from ae_anomaly.scores.pixel import error_map, image_scores
 
 
 def pair() -> tuple[torch.Tensor, torch.Tensor]:
@@ -106,7 +106,7 @@ def test_unknown_kind() -> None:
 
 
 def test_gaussian_blur_keeps_mass_and_spreads_a_point() -> None:
-    from ae_anomaly.scoring import gaussian_blur
+    from ae_anomaly.scores.pixel import gaussian_blur
 
     image = torch.zeros(1, 2, 9, 9)
     image[0, :, 4, 4] = 1.0

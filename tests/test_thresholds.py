@@ -1,4 +1,4 @@
-"""Tests for ae_anomaly.thresholds: parsing rule strings and fitting them on normal scores."""
+"""Threshold rules: parsing rule strings and fitting them on normal scores."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ae_anomaly.errors import UserError
-from ae_anomaly.thresholds import Fixed, MeanPlusStd, Percentile, parse_threshold
+from ae_anomaly.scores.thresholds import Fixed, MeanPlusStd, Percentile, parse_threshold
 
 # -- parsing --------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Tests for ae_anomaly.training: the fit loop, early stopping and exact resumption."""
+"""Tests for ae_anomaly.nn.training: the fit loop, early stopping and exact resumption."""
 
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ import pytest
 import torch
 from torch import nn
 
-from ae_anomaly import training
 from ae_anomaly.data.sources import load_dataset
 from ae_anomaly.data.tensors import to_image_tensor
 from ae_anomaly.errors import UserError
-from ae_anomaly.models import build_model
-from ae_anomaly.training import (
+from ae_anomaly.nn import training
+from ae_anomaly.nn.models import build_model
+from ae_anomaly.nn.training import (
     CHECKPOINT_NAME,
     EpochRecord,
     TrainProgress,
@@ -389,7 +389,7 @@ def test_conv_keras_collapses_under_mse_but_learns_with_bce(mnist: object) -> No
 
 
 def test_cosine_schedule_falls_to_zero_over_all_steps() -> None:
-    from ae_anomaly.training import _set_cosine_rate
+    from ae_anomaly.nn.training import _set_cosine_rate
 
     model = torch.nn.Linear(2, 2)
     optimizer = torch.optim.Adam(model.parameters(), lr=1.0)

@@ -49,14 +49,14 @@ from typing import Any
 import numpy as np
 import torch
 
-import ae_anomaly.detector as detector_module
+import ae_anomaly.detector.estimator as detector_module
 from ae_anomaly.config import RECIPES, build_config
-from ae_anomaly.data.scenarios import labelled_test, one_class_scenario
 from ae_anomaly.data.sources import load_dataset
 from ae_anomaly.data.tensors import to_image_tensor
-from ae_anomaly.detector import detector_from_config
-from ae_anomaly.models import WithCode
-from ae_anomaly.scoring import image_scores
+from ae_anomaly.detector.estimator import detector_from_config
+from ae_anomaly.nn.models import WithCode
+from ae_anomaly.scenarios.splits import labelled_test, one_class_scenario
+from ae_anomaly.scores.pixel import image_scores
 
 CELLS = Path(os.environ.get("AE_RESEARCH_CELLS", "research-cells"))
 PIXEL = ["mse", "mae", "blur-mse", "rel-blur", "ssim"]
@@ -69,7 +69,7 @@ def register_research_models() -> None:
     """The research-only architectures: conv-dense-deep, -noisy and -stage3."""
     from torch import nn
 
-    from ae_anomaly import models
+    from ae_anomaly.nn import models
 
     class ConvDenseDeep(models.ConvDense):
         """conv-dense with two more 3x3 conv blocks at 7x7 in the encoder and the decoder."""
@@ -156,7 +156,7 @@ def shift_augment(batch: torch.Tensor, generator: torch.Generator) -> torch.Tens
 
 def ssim_mse_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """MSE plus 0.1 x the mean structural dissimilarity (1 - SSIM)."""
-    from ae_anomaly.scoring import ssim_map
+    from ae_anomaly.scores.pixel import ssim_map
 
     mse = torch.nn.functional.mse_loss(output, target)
     return mse + 0.1 * (1 - ssim_map(target, output)).mean()

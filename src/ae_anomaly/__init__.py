@@ -13,12 +13,12 @@ __version__ = "0.1.0"
 __all__ = ["AutoencoderDetector", "__version__"]
 
 if TYPE_CHECKING:
-    from ae_anomaly.detector import AutoencoderDetector
+    from ae_anomaly.detector.estimator import AutoencoderDetector
 
 
 def __getattr__(name: str) -> Any:
     if name == "AutoencoderDetector":
-        from ae_anomaly.detector import AutoencoderDetector
+        from ae_anomaly.detector.estimator import AutoencoderDetector
 
         return AutoencoderDetector
     raise AttributeError(f"module 'ae_anomaly' has no attribute {name!r}")

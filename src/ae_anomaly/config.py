@@ -26,8 +26,8 @@ from pydantic import (
 
 from ae_anomaly.data.sources import dataset_names
 from ae_anomaly.errors import UserError
-from ae_anomaly.score_kinds import SCORE_FORMS, parse_score
-from ae_anomaly.thresholds import parse_threshold
+from ae_anomaly.scores.names import SCORE_FORMS, parse_score
+from ae_anomaly.scores.thresholds import parse_threshold
 
 CORRUPTION_KINDS = ("clean", "noise", "rotation", "noise+rotation")
 SCENARIOS = ("corruptions", "one-class", "unsupervised", "folder", "guard")

@@ -31,7 +31,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ae_anomaly.score_kinds import PIXEL_SCORES
+from ae_anomaly.scores.names import PIXEL_SCORES
 
 BLUR_SIGMA = 1.0  # pixels; 0.5 and 2 were worse on one-class MNIST (BENCHMARKS.md)
 # Keeps the ratio finite for two black images.

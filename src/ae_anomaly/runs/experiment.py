@@ -21,7 +21,7 @@ import yaml
 
 from ae_anomaly.config import DataConfig, RunConfig, read_yaml
 from ae_anomaly.data.folder import FolderDataset, load_image_source
-from ae_anomaly.data.scenarios import (
+from ae_anomaly.scenarios.splits import (
     ScenarioData,
     TestSet,
     corruptions_scenario,
@@ -31,17 +31,17 @@ from ae_anomaly.data.scenarios import (
     unsupervised_scenario,
 )
 from ae_anomaly.data.sources import dataset_names, load_dataset
-from ae_anomaly.detector import AutoencoderDetector, detector_from_config
+from ae_anomaly.detector.estimator import AutoencoderDetector, detector_from_config
 from ae_anomaly.errors import UserError
-from ae_anomaly.evaluation import evaluate
+from ae_anomaly.report.metrics import evaluate
 from ae_anomaly.fileio import write_json, write_text, write_yaml
-from ae_anomaly.guard import CLASSIFIER_DIR, guard_classifier, write_guard
-from ae_anomaly.models import build_model
-from ae_anomaly.outputs import CONFIG_FILE, RunFolder
-from ae_anomaly.ranking import write_ranking
-from ae_anomaly.report import Examples, write_report
-from ae_anomaly.thresholds import parse_threshold
-from ae_anomaly.training import ProgressListener
+from ae_anomaly.scenarios.guard import CLASSIFIER_DIR, guard_classifier, write_guard
+from ae_anomaly.nn.models import build_model
+from ae_anomaly.runs.folder import CONFIG_FILE, RunFolder
+from ae_anomaly.report.ranking import write_ranking
+from ae_anomaly.report.page import Examples, write_report
+from ae_anomaly.scores.thresholds import parse_threshold
+from ae_anomaly.nn.training import ProgressListener
 
 CHECKPOINT_DIR = "checkpoint"
 # Fields a resumed run may change: they do not alter what was computed so far.

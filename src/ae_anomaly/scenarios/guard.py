@@ -20,17 +20,17 @@ import yaml
 from matplotlib.figure import Figure
 from numpy.typing import NDArray
 
-from ae_anomaly.classifier import DigitClassifierModel
-from ae_anomaly.data.scenarios import ScenarioData, TestSet, labelled_test
+from ae_anomaly.classifier.model import DigitClassifierModel
 from ae_anomaly.errors import UserError
-from ae_anomaly.evaluation import format_number
 from ae_anomaly.fileio import write_text
-from ae_anomaly.report import Plot, figure_png, html_table, plot_loss, render_page, write_page
-from ae_anomaly.training import ProgressListener
+from ae_anomaly.nn.training import ProgressListener
+from ae_anomaly.report.metrics import format_number
+from ae_anomaly.report.page import Plot, figure_png, html_table, plot_loss, render_page, write_page
+from ae_anomaly.scenarios.splits import ScenarioData, TestSet, labelled_test
 
 if TYPE_CHECKING:
     from ae_anomaly.config import RunConfig
-    from ae_anomaly.detector import AutoencoderDetector
+    from ae_anomaly.detector.estimator import AutoencoderDetector
 
 CLASSIFIER_DIR = "classifier"
 # Coverage levels reported in metrics.json and the summary table.

@@ -16,7 +16,7 @@ from rich.progress import (
 )
 
 if TYPE_CHECKING:  # importing training would load torch, which the CLI defers
-    from ae_anomaly.training import EpochRecord
+    from ae_anomaly.nn.training import EpochRecord
 
 
 class RichProgress:

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ae_anomaly.models import WithCode
-from ae_anomaly.scorer import Scorer
+from ae_anomaly.nn.models import WithCode
+from ae_anomaly.scores.scorer import Scorer
 
 
 class Ensemble(nn.Module):

@@ -20,16 +20,16 @@ import numpy as np
 import yaml
 from matplotlib.figure import Figure
 
-from ae_anomaly import report
-from ae_anomaly.classifier import DigitClassifier, DigitClassifierModel
-from ae_anomaly.classifier_config import ClassifierConfig
+from ae_anomaly.classifier.config import ClassifierConfig
+from ae_anomaly.classifier.model import DigitClassifier, DigitClassifierModel
 from ae_anomaly.data.sources import Dataset, load_dataset
-from ae_anomaly.device import select_device
 from ae_anomaly.errors import UserError
-from ae_anomaly.evaluation import format_number
 from ae_anomaly.fileio import write_json, write_yaml
-from ae_anomaly.outputs import CONFIG_FILE, RunFolder
-from ae_anomaly.training import ProgressListener
+from ae_anomaly.nn.device import select_device
+from ae_anomaly.nn.training import ProgressListener
+from ae_anomaly.report import page as report
+from ae_anomaly.report.metrics import format_number
+from ae_anomaly.runs.folder import CONFIG_FILE, RunFolder
 
 CLASSIFIER_DIR = "classifier"
 # Independent random streams: the validation split and the test slice do not

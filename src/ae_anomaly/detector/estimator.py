@@ -42,8 +42,10 @@ from ae_anomaly.config import (
     describe_validation_error,
 )
 from ae_anomaly.data.tensors import UINT8_SCALE, to_image_tensor
-from ae_anomaly.device import select_device
-from ae_anomaly.ensemble import (
+from ae_anomaly.errors import UserError
+from ae_anomaly.fileio import atomic_write, write_json
+from ae_anomaly.nn.device import select_device
+from ae_anomaly.nn.ensemble import (
     MemberOutputs,
     combined,
     mean_reconstruction,
@@ -52,17 +54,15 @@ from ae_anomaly.ensemble import (
     networks_of,
     scorers_of,
 )
-from ae_anomaly.errors import UserError
-from ae_anomaly.fileio import atomic_write, write_json
-from ae_anomaly.inference import batched_outputs
-from ae_anomaly.latent_density import fit_code_density, fit_code_neighbours
-from ae_anomaly.models import WithCode, build_model
-from ae_anomaly.restoration import restoration
-from ae_anomaly.score_kinds import KNN, LATENT, PIXEL_SCORES, parse_score, uses_code
-from ae_anomaly.scorer import Scorer, empty_scorer, require_code
-from ae_anomaly.scoring import error_map
-from ae_anomaly.thresholds import parse_threshold
-from ae_anomaly.training import ProgressListener, TrainProgress, TrainSettings, train
+from ae_anomaly.nn.inference import batched_outputs
+from ae_anomaly.nn.models import WithCode, build_model
+from ae_anomaly.nn.restoration import restoration
+from ae_anomaly.nn.training import ProgressListener, TrainProgress, TrainSettings, train
+from ae_anomaly.scores.code import fit_code_density, fit_code_neighbours
+from ae_anomaly.scores.names import KNN, LATENT, PIXEL_SCORES, parse_score, uses_code
+from ae_anomaly.scores.pixel import error_map
+from ae_anomaly.scores.scorer import Scorer, empty_scorer, require_code
+from ae_anomaly.scores.thresholds import parse_threshold
 
 FORMAT_NAME = "ae-anomaly-detector"
 FORMAT_VERSION = 1

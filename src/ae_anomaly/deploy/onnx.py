@@ -26,16 +26,16 @@ import torch
 from torch import nn
 
 from ae_anomaly import __version__
-from ae_anomaly.detector import AutoencoderDetector
-from ae_anomaly.ensemble import (
+from ae_anomaly.detector.estimator import AutoencoderDetector
+from ae_anomaly.errors import UserError
+from ae_anomaly.fileio import write_bytes
+from ae_anomaly.nn.ensemble import (
     MemberOutputs,
     mean_reconstruction,
     mean_score,
     networks_of,
     scorers_of,
 )
-from ae_anomaly.errors import UserError
-from ae_anomaly.fileio import write_bytes
 
 # Opset 17 is read by every onnxruntime since 1.11 and covers every op used here.
 OPSET = 17

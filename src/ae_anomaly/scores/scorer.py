@@ -24,10 +24,10 @@ import torch
 from torch import nn
 
 from ae_anomaly.errors import UserError
-from ae_anomaly.latent_density import CodeDensity, CodeNeighbours
-from ae_anomaly.models import has_code
-from ae_anomaly.score_kinds import KNN, LATENT, parse_score, uses_code
-from ae_anomaly.scoring import image_scores
+from ae_anomaly.nn.models import has_code
+from ae_anomaly.scores.code import CodeDensity, CodeNeighbours
+from ae_anomaly.scores.names import KNN, LATENT, parse_score, uses_code
+from ae_anomaly.scores.pixel import image_scores
 
 # Pixel scores can be exactly 0 (a perfect reconstruction); the log needs a floor.
 _LOG_FLOOR = 1e-12

@@ -32,7 +32,7 @@ from ae_anomaly.data.folder import (
     Skipped,
     iter_image_chunks,
 )
-from ae_anomaly.detector import AutoencoderDetector
+from ae_anomaly.detector.estimator import AutoencoderDetector
 from ae_anomaly.errors import UserError
 from ae_anomaly.fileio import write_bytes
 

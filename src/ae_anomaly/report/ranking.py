@@ -19,10 +19,9 @@ import yaml
 from matplotlib.figure import Figure
 from numpy.typing import NDArray
 
-from ae_anomaly.data.scenarios import RankingSet, ScenarioData
-from ae_anomaly.evaluation import format_number
 from ae_anomaly.fileio import write_text
-from ae_anomaly.report import (
+from ae_anomaly.report.metrics import format_number
+from ae_anomaly.report.page import (
     LOG_SCALE_SPAN,
     Plot,
     figure_png,
@@ -32,10 +31,11 @@ from ae_anomaly.report import (
     score_bins,
     write_page,
 )
+from ae_anomaly.scenarios.splits import RankingSet, ScenarioData
 
 if TYPE_CHECKING:
     from ae_anomaly.config import RunConfig
-    from ae_anomaly.detector import AutoencoderDetector
+    from ae_anomaly.detector.estimator import AutoencoderDetector
 
 # The share of all images counted as "the top": its make-up by label is reported.
 TOP_SHARE = 0.01

@@ -38,14 +38,14 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 from torch import nn
 
 from ae_anomaly import __version__
-from ae_anomaly.classifier_config import ClassifierDataConfig, ClassifierTrainingConfig
+from ae_anomaly.classifier.config import ClassifierDataConfig, ClassifierTrainingConfig
 from ae_anomaly.config import describe_validation_error
 from ae_anomaly.data.tensors import UINT8_SCALE, to_image_tensor
-from ae_anomaly.device import select_device
 from ae_anomaly.errors import UserError
 from ae_anomaly.fileio import atomic_write, write_json
-from ae_anomaly.inference import batched_outputs
-from ae_anomaly.training import ProgressListener, TrainSettings, train
+from ae_anomaly.nn.device import select_device
+from ae_anomaly.nn.inference import batched_outputs
+from ae_anomaly.nn.training import ProgressListener, TrainSettings, train
 
 FORMAT_NAME = "ae-anomaly-classifier"
 FORMAT_VERSION = 1

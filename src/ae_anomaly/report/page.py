@@ -29,7 +29,7 @@ from sklearn.metrics import (
 )
 
 from ae_anomaly import fileio
-from ae_anomaly.evaluation import Metrics, classification_report_text, format_number
+from ae_anomaly.report.metrics import Metrics, classification_report_text, format_number
 
 # Scores spanning more than this ratio (max / min) get a log-scaled x axis.
 LOG_SCALE_SPAN = 100.0
@@ -94,7 +94,7 @@ def write_report(
 ) -> list[Path]:
     """Write ``out_dir/plots/*.png`` and ``out_dir/report.html``; return the paths written.
 
-    ``metrics`` is the dict from :func:`ae_anomaly.evaluation.evaluate`; ``history`` holds
+    ``metrics`` is the dict from :func:`ae_anomaly.report.metrics.evaluate`; ``history`` holds
     {"epoch", "train_loss", "val_loss"} per epoch. Plots without data (empty history, no
     examples, no rotation bands) are left out rather than drawn empty.
     """

@@ -23,16 +23,16 @@ import torch
 from matplotlib.figure import Figure
 
 from ae_anomaly.config import RunConfig, read_yaml, validate_config
-from ae_anomaly.data.scenarios import checked_class, labelled_test, one_class_scenario
+from ae_anomaly.scenarios.splits import checked_class, labelled_test, one_class_scenario
 from ae_anomaly.data.sources import Dataset, load_dataset
-from ae_anomaly.detector import detector_from_config
+from ae_anomaly.detector.estimator import detector_from_config
 from ae_anomaly.errors import UserError
-from ae_anomaly.experiment import evaluate_scores
+from ae_anomaly.runs.experiment import evaluate_scores
 from ae_anomaly.fileio import write_bytes, write_json, write_text, write_yaml
-from ae_anomaly.models import build_model
-from ae_anomaly.outputs import CONFIG_FILE, RunFolder
-from ae_anomaly.report import figure_png
-from ae_anomaly.training import ProgressListener
+from ae_anomaly.nn.models import build_model
+from ae_anomaly.runs.folder import CONFIG_FILE, RunFolder
+from ae_anomaly.report.page import figure_png
+from ae_anomaly.nn.training import ProgressListener
 
 PLAN_FILE = "plan.json"
 CELLS_DIR = "cells"

@@ -18,17 +18,17 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ae_anomaly.config import RunConfig
-from ae_anomaly.data.scenarios import ScenarioData, TestSet, labelled_test
-from ae_anomaly.detector import detector_from_config
+from ae_anomaly.scenarios.splits import ScenarioData, TestSet, labelled_test
+from ae_anomaly.detector.estimator import detector_from_config
 from ae_anomaly.errors import UserError
-from ae_anomaly.evaluation import format_number
-from ae_anomaly.experiment import prepare_data, score_test_set
+from ae_anomaly.report.metrics import format_number
+from ae_anomaly.runs.experiment import prepare_data, score_test_set
 from ae_anomaly.fileio import write_bytes, write_json, write_text, write_yaml
-from ae_anomaly.models import build_model, parameter_count
-from ae_anomaly.outputs import CONFIG_FILE, RunFolder
-from ae_anomaly.report import figure_png
-from ae_anomaly.scorer import require_code
-from ae_anomaly.training import ProgressListener
+from ae_anomaly.nn.models import build_model, parameter_count
+from ae_anomaly.runs.folder import CONFIG_FILE, RunFolder
+from ae_anomaly.report.page import figure_png
+from ae_anomaly.scores.scorer import require_code
+from ae_anomaly.nn.training import ProgressListener
 
 DEFAULT_MODELS = ("fc-small", "fc-deep", "conv-strided", "conv-bn", "conv-keras")
 # Test images per kind shown in the reconstruction figure.

@@ -1,0 +1,160 @@
+"""``ae-anomaly score`` and ``ae-anomaly export``: use a saved detector."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, TextIO, cast
+
+import click
+from rich.console import Console
+
+if TYPE_CHECKING:  # the real import loads torch, which commands defer until needed
+    from ae_anomaly.data.folder import OnError
+    from ae_anomaly.deploy.batch import OutputFormat, ScoreSummary
+
+from ae_anomaly.cli.app import cli
+
+
+@cli.command()
+@click.option(
+    "--detector",
+    "detector_dir",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="A saved detector folder (detector.json + weights.safetensors).",
+)
+@click.argument("inputs", nargs=-1, required=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["csv", "jsonl"]),
+    default="csv",
+    show_default=True,
+    help="Output format: CSV with a header, or one JSON object per line.",
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(path_type=Path),
+    help="Write the rows to this file (atomically) [default: stdout].",
+)
+@click.option(
+    "--error-maps",
+    type=click.Path(path_type=Path),
+    help="Save each image's error map as a PNG in this folder.",
+)
+@click.option(
+    "--on-error",
+    type=click.Choice(["fail", "skip"]),
+    default="fail",
+    show_default=True,
+    help="What an unreadable image file does: end the run, or be skipped and counted.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=256,
+    show_default=True,
+    help="Images read and scored at a time (memory holds one batch).",
+)
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N, mps or auto.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
+def score(
+    detector_dir: Path,
+    inputs: tuple[str, ...],
+    fmt: str,
+    output: Path | None,
+    error_maps: Path | None,
+    on_error: str,
+    batch_size: int,
+    device: str,
+    quiet: bool,
+) -> None:
+    """Score image files, folders, globs and .npy/.npz arrays with a saved detector.
+
+    Writes one row per image: path, score, threshold, is_anomaly (1 = score
+    above the threshold). Images are resized to the detector's input size and
+    converted to its channel count; arrays must already have its shape.
+    """
+    from ae_anomaly.cli.progress import CountProgress
+    from ae_anomaly.data.folder import count_images
+    from ae_anomaly.deploy.batch import describe_skipped, score_inputs
+    from ae_anomaly.detector.estimator import AutoencoderDetector
+    from ae_anomaly.fileio import atomic_write
+
+    detector = AutoencoderDetector.load(detector_dir, device=device)
+    console = Console(stderr=True, quiet=quiet)
+    total = None if quiet else count_images(inputs)
+    progress = CountProgress(console, total, "scoring") if not quiet else None
+
+    def run_into(stream: TextIO) -> ScoreSummary:
+        return score_inputs(
+            detector,
+            inputs,
+            stream,
+            fmt=cast("OutputFormat", fmt),
+            chunk_size=batch_size,
+            on_error=cast("OnError", on_error),
+            error_maps=error_maps,
+            on_chunk=progress.advance if progress is not None else None,
+        )
+
+    summaries: list[ScoreSummary] = []
+    with contextlib.ExitStack() as stack:
+        if progress is not None:
+            stack.enter_context(progress)
+        if output is None:
+            summaries.append(run_into(sys.stdout))
+        else:
+            atomic_write(output, lambda tmp: _write_scores(tmp, run_into, summaries))
+    summary = summaries[0]
+    for line in describe_skipped(summary.skipped):
+        click.echo(line, err=True)
+    if summary.skipped:
+        count = len(summary.skipped)
+        click.echo(f"skipped {count} unreadable file{'s' if count > 1 else ''}", err=True)
+    if not quiet:
+        console.print(
+            f"scored {summary.scored} images: {summary.anomalies} above the threshold "
+            f"{detector.threshold_:.5g}" + (f"; rows in {output}" if output else "")
+        )
+
+
+def _write_scores(
+    path: Path, run_into: Callable[[TextIO], ScoreSummary], summaries: list[ScoreSummary]
+) -> None:
+    with path.open("w", encoding="utf-8", newline="") as stream:
+        summaries.append(run_into(stream))
+
+
+@cli.command("export")
+@click.option(
+    "--detector",
+    "detector_dir",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="A saved detector folder (detector.json + weights.safetensors).",
+)
+@click.option("--format", "fmt", type=click.Choice(["onnx"]), default="onnx", show_default=True)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(path_type=Path),
+    help="The file to write [default: detector.onnx in the detector folder].",
+)
+def export_command(detector_dir: Path, fmt: str, output: Path | None) -> None:
+    """Export a saved detector to ONNX.
+
+    The model takes float32 images (N, C, H, W) in [0, 1] and returns each
+    image's score and its reconstruction.
+    """
+    from ae_anomaly.deploy.onnx import export_onnx, require_onnx
+    from ae_anomaly.detector.estimator import AutoencoderDetector
+
+    require_onnx()  # before the slow part, so a missing extra is said at once
+    detector = AutoencoderDetector.load(detector_dir, device="cpu")
+    path = export_onnx(detector, output or Path(detector_dir) / f"detector.{fmt}")
+    click.echo(f"wrote {path}")

@@ -1,0 +1,55 @@
+"""``ae-anomaly run``: one experiment from a config to a finished output folder."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from ae_anomaly.cli.app import cli
+from ae_anomaly.cli.options import default_out, experiment_options, parse_overrides, resume_config
+from ae_anomaly.cli.progress import RichProgress
+from ae_anomaly.cli.summaries import print_guard, print_ranking, print_summary
+from ae_anomaly.config import build_config, read_yaml
+
+
+@cli.command()
+@click.option("--resume", is_flag=True, help="Continue the interrupted run in --out.")
+@experiment_options
+def run(
+    config_path: Path | None,
+    out: Path | None,
+    overwrite: bool,
+    resume: bool,
+    quiet: bool,
+    **raw: str | None,
+) -> None:
+    """Train a detector, fit its threshold, evaluate it and write a report."""
+    if resume:
+        config_path = resume_config(out, config_path)
+    base = read_yaml(config_path) if config_path else {}
+    config = build_config(base, parse_overrides(raw))
+    out = out or default_out(config.scenario, config.data.dataset)
+    # Imported only now: torch and matplotlib take seconds to load, and a bad
+    # flag or config value should be reported at once.
+    from ae_anomaly.runs.experiment import run_experiment
+
+    console = Console(stderr=True, quiet=quiet)
+    listener = None if quiet else RichProgress(console)
+    with listener or contextlib.nullcontext():
+        result = run_experiment(config, out, overwrite=overwrite, resume=resume, listener=listener)
+    if not quiet:
+        summary = print_summary if "at_threshold" in result.metrics else print_ranking
+        if config.scenario == "guard":
+            summary = print_guard
+        summary(Console(), result.metrics, result.folder, result.seconds)
+    skipped = result.metrics.get("skipped_files", [])
+    if skipped:
+        # On stderr and even with --quiet: images left out change what was measured.
+        Console(stderr=True).print(
+            f"skipped {len(skipped)} unreadable file(s), listed in metrics.json; first: "
+            f"{skipped[0]}",
+            highlight=False,
+        )
