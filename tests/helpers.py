@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ae_anomaly.data.sources import ENV_CACHE, ENV_DATA
 
@@ -71,3 +74,16 @@ def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
         content = b"<dir>" if path.is_dir() else path.read_bytes()
         state[rel] = (content, path.stat().st_mtime_ns)
     return state
+
+
+def rewrite_weights(folder: Path, state: dict[str, Any]) -> None:
+    """Replace a saved model's weights and make its JSON name their digest, as a forger who
+    knows the format would: the checks behind the digest must hold on their own."""
+    from safetensors.torch import save_file
+
+    save_file(state, str(folder / "weights.safetensors"))
+    digest = hashlib.sha256((folder / "weights.safetensors").read_bytes()).hexdigest()
+    for meta_path in folder.glob("*.json"):
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        meta["weights_sha256"] = digest
+        meta_path.write_text(json.dumps(meta), encoding="utf-8")

@@ -12,6 +12,7 @@ import json
 import math
 import os
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -24,21 +25,15 @@ from torch import nn
 
 from ae_anomaly import __version__
 from ae_anomaly.classifier.config import build_classifier_config
-from ae_anomaly.classifier.model import (
-    CHANNELS,
-    DROPOUT,
-    HIDDEN,
-    META_FILE,
-    WEIGHTS_FILE,
-    DigitClassifier,
-    DigitClassifierModel,
-    classification_metrics,
-    random_shift,
-)
+from ae_anomaly.classifier.model import META_FILE, DigitClassifierModel, classification_metrics
+from ae_anomaly.classifier.network import CHANNELS, DROPOUT, HIDDEN, DigitClassifier, random_shift
 from ae_anomaly.cli import cli
 from ae_anomaly.data.sources import ENV_CACHE, ENV_DATA, Dataset
 from ae_anomaly.errors import UserError
-from ae_anomaly.nn.training import CHECKPOINT_NAME, TrainSettings, train
+from ae_anomaly.estimator.files import WEIGHTS_FILE
+from ae_anomaly.nn.checkpoint import CHECKPOINT_NAME, Checkpoint
+from ae_anomaly.nn.loop import Task, train
+from ae_anomaly.params import TrainingParams
 
 N_TRAIN = 5000
 N_TEST = 2000
@@ -100,13 +95,7 @@ def test_random_shift_moves_each_image_by_whole_pixels() -> None:
 
 def test_training_loop_needs_both_targets_or_neither() -> None:
     with pytest.raises(ValueError, match="both"):
-        train(
-            nn.Linear(4, 2),
-            torch.rand(4, 4),
-            torch.rand(2, 4),
-            TrainSettings(),
-            train_targets=torch.zeros(4, dtype=torch.int64),
-        )
+        Task(loss=nn.functional.cross_entropy, train_targets=torch.zeros(4, dtype=torch.int64))
 
 
 def test_training_loop_with_targets_loss_augmentation_and_lr_decay(tmp_path: Path) -> None:
@@ -122,18 +111,14 @@ def test_training_loop_with_targets_loss_augmentation_and_lr_decay(tmp_path: Pat
 
     torch.manual_seed(0)
     model = nn.Linear(4, 2)
-    settings = TrainSettings(epochs=3, batch_size=64, learning_rate=0.1, lr_decay=0.5, patience=3)
-    progress = train(
-        model,
-        x[:192],
-        x[192:],
-        settings,
-        checkpoint_dir=tmp_path,
+    params = TrainingParams(epochs=3, batch_size=64, learning_rate=0.1, lr_decay=0.5, patience=3)
+    task = Task(
+        loss=nn.functional.cross_entropy,
+        augment=augment,
         train_targets=y[:192],
         val_targets=y[192:],
-        loss_fn=nn.functional.cross_entropy,
-        augment=augment,
     )
+    progress = train(model, x[:192], x[192:], params, task, callbacks=[Checkpoint(tmp_path)])
     assert seen == [64] * 9  # every training batch, never a validation one
     assert progress.history[-1].val_loss < progress.history[0].val_loss < math.log(2)
     with safe_open(str(tmp_path / CHECKPOINT_NAME), framework="pt") as handle:
@@ -327,7 +312,7 @@ def test_load_refuses_missing_or_changed_files(saved: Path, tmp_path: Path) -> N
     with pytest.raises(UserError, match="does not match"):
         DigitClassifierModel.load(saved)
     weights.unlink()
-    with pytest.raises(UserError, match=f"no {WEIGHTS_FILE}"):
+    with pytest.raises(UserError, match=f"cannot load weights from .*{WEIGHTS_FILE}"):
         DigitClassifierModel.load(saved)
     (saved / META_FILE).write_text("{not json")
     with pytest.raises(UserError, match="cannot read classifier file"):
@@ -476,7 +461,7 @@ def test_estimator_defaults_match_the_config_defaults() -> None:
     """The Python API and ``classify train`` without flags train the same classifier."""
     config = build_classifier_config({}, {})
     params = DigitClassifierModel().get_params()
-    for name, value in config.training.model_dump().items():
+    for name, value in asdict(config.training).items():
         assert params[name] == value, name
     assert params["val_fraction"] == config.data.val_fraction
     assert params["seed"] == config.seed and params["device"] == config.device

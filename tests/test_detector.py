@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import hashlib
 import json
 import pickle
 import subprocess
@@ -18,15 +19,16 @@ from sklearn.base import clone
 from sklearn.metrics import roc_auc_score
 
 from ae_anomaly.data.sources import Dataset
-from ae_anomaly.detector.estimator import (
+from ae_anomaly.detector.estimator import AutoencoderDetector
+from ae_anomaly.detector.files import (
     FORMAT_NAME,
     FORMAT_VERSION,
     META_FILE,
     VALIDATION_SCORES_KEY,
-    WEIGHTS_FILE,
-    AutoencoderDetector,
 )
 from ae_anomaly.errors import UserError
+from ae_anomaly.estimator.files import WEIGHTS_FILE
+from tests.helpers import rewrite_weights
 
 FIT_SIZE = 2000
 SMALL = {"channels": [4, 8]}  # a narrow network for tests where quality does not matter
@@ -93,15 +95,15 @@ def test_fitted_threshold_is_the_percentile_of_validation_scores(
 
 def test_explicit_validation_images_set_the_threshold(mnist: Dataset) -> None:
     train, val = mnist.train_images[:80], mnist.train_images[80:120]
-    detector = small_detector(threshold="percentile:50").fit(train, val)
+    detector = small_detector(threshold="percentile:50").fit(train, validation=val)
     assert detector.validation_scores_.shape == (40,)
-    np.testing.assert_array_equal(detector.validation_scores_, detector.score_samples(val))
-    assert detector.threshold_ == pytest.approx(np.median(detector.score_samples(val)))
+    np.testing.assert_array_equal(detector.validation_scores_, detector.decision_function(val))
+    assert detector.threshold_ == pytest.approx(np.median(detector.decision_function(val)))
 
 
 def test_validation_images_of_another_shape(mnist: Dataset) -> None:
     with pytest.raises(UserError, match="validation images have shape"):
-        small_detector().fit(mnist.train_images[:40], np.zeros((5, 32, 32), np.uint8))
+        small_detector().fit(mnist.train_images[:40], validation=np.zeros((5, 32, 32), np.uint8))
 
 
 def test_bad_threshold_rule_fails_before_training(mnist: Dataset) -> None:
@@ -123,22 +125,22 @@ def test_determinism_same_seed_identical_scores(mnist: Dataset, probe: np.ndarra
     train = mnist.train_images[:160]
     a = small_detector(seed=5).fit(train)
     b = small_detector(seed=5).fit(train)
-    assert np.array_equal(a.score_samples(probe), b.score_samples(probe))
+    assert np.array_equal(a.decision_function(probe), b.decision_function(probe))
     assert a.threshold_ == b.threshold_
     c = small_detector(seed=6).fit(train)
-    assert not np.array_equal(a.score_samples(probe), c.score_samples(probe))
+    assert not np.array_equal(a.decision_function(probe), c.decision_function(probe))
 
 
 # -- scoring --------------------------------------------------------------------------
 
 
 def test_score_samples_shape_and_dtype(fitted: AutoencoderDetector, probe: np.ndarray) -> None:
-    scores = fitted.score_samples(probe)
+    scores = fitted.decision_function(probe)
     assert scores.shape == (64,)
     assert scores.dtype == np.float64
     assert np.all(np.isfinite(scores)) and np.all(scores >= 0)
     # per image: scoring one image alone gives the same score
-    assert fitted.score_samples(probe[5:6])[0] == pytest.approx(scores[5], rel=1e-5)
+    assert fitted.decision_function(probe[5:6])[0] == pytest.approx(scores[5], rel=1e-5)
 
 
 def test_predict_is_score_above_threshold(fitted: AutoencoderDetector, mnist: Dataset) -> None:
@@ -146,14 +148,11 @@ def test_predict_is_score_above_threshold(fitted: AutoencoderDetector, mnist: Da
     clean = mnist.test_images[:100].astype(np.float32) / 255
     noisy = np.clip(clean + rng.normal(0, 0.3, clean.shape), 0, 1).astype(np.float32)
     images = np.concatenate([clean, noisy])
-    scores = fitted.score_samples(images)
+    scores = fitted.decision_function(images)
     labels = fitted.predict(images)
     assert labels.dtype == np.int64
     np.testing.assert_array_equal(labels, (scores > fitted.threshold_).astype(np.int64))
     assert set(np.unique(labels)) == {0, 1}  # both outcomes occur here
-    decision = fitted.decision_function(images)
-    np.testing.assert_allclose(decision, scores - fitted.threshold_)
-    np.testing.assert_array_equal(decision > 0, labels == 1)
     # noisy digits are flagged far more often than clean ones
     assert labels[100:].mean() > 0.9
     assert labels[:100].mean() < 0.3
@@ -164,7 +163,7 @@ def test_noisy_digits_are_easy_to_separate(fitted: AutoencoderDetector, mnist: D
     clean = mnist.test_images[:500].astype(np.float64) / 255
     others = mnist.test_images[500:1000].astype(np.float64) / 255
     noisy = np.clip(others + rng.normal(0, 0.3, others.shape), 0, 1)
-    scores = fitted.score_samples(np.concatenate([clean, noisy]))
+    scores = fitted.decision_function(np.concatenate([clean, noisy]))
     labels = np.r_[np.zeros(500), np.ones(500)]
     assert roc_auc_score(labels, scores) >= 0.95
 
@@ -172,10 +171,10 @@ def test_noisy_digits_are_easy_to_separate(fitted: AutoencoderDetector, mnist: D
 def test_uint8_and_float_inputs_give_the_same_scores(
     fitted: AutoencoderDetector, probe: np.ndarray
 ) -> None:
-    from_uint8 = fitted.score_samples(probe)
-    assert np.array_equal(fitted.score_samples(probe.astype(np.float64) / 255), from_uint8)
-    assert np.array_equal(fitted.score_samples(probe.astype(np.float32) / 255), from_uint8)
-    assert np.array_equal(fitted.score_samples(probe[:, None]), from_uint8)  # (N, 1, H, W)
+    from_uint8 = fitted.decision_function(probe)
+    assert np.array_equal(fitted.decision_function(probe.astype(np.float64) / 255), from_uint8)
+    assert np.array_equal(fitted.decision_function(probe.astype(np.float32) / 255), from_uint8)
+    assert np.array_equal(fitted.decision_function(probe[:, None]), from_uint8)  # (N, 1, H, W)
 
 
 def test_reconstruct_matches_the_scores(fitted: AutoencoderDetector, probe: np.ndarray) -> None:
@@ -183,12 +182,14 @@ def test_reconstruct_matches_the_scores(fitted: AutoencoderDetector, probe: np.n
     assert recons.shape == (8, 1, 28, 28)
     assert maps.shape == (8, 28, 28)
     assert recons.min() >= 0 and recons.max() <= 1
-    np.testing.assert_allclose(maps.mean(axis=(1, 2)), fitted.score_samples(probe[:8]), rtol=1e-5)
+    np.testing.assert_allclose(
+        maps.mean(axis=(1, 2)), fitted.decision_function(probe[:8]), rtol=1e-5
+    )
     expected = ((recons[:, 0] - probe[:8] / 255.0) ** 2).mean(axis=(1, 2))
     np.testing.assert_allclose(maps.mean(axis=(1, 2)), expected, rtol=1e-4)
 
 
-@pytest.mark.parametrize("method", ["score_samples", "predict", "decision_function", "reconstruct"])
+@pytest.mark.parametrize("method", ["predict", "decision_function", "reconstruct"])
 def test_use_before_fit_is_a_user_error(method: str, probe: np.ndarray) -> None:
     with pytest.raises(UserError, match="not fitted"):
         getattr(AutoencoderDetector(), method)(probe)
@@ -207,7 +208,7 @@ def test_float_input_outside_unit_interval(
     images = probe.astype(np.float32) / 255
     images[0, 0, 0] = bad
     with pytest.raises(UserError, match=r"\[0, 1\]"):
-        fitted.score_samples(images)
+        fitted.decision_function(images)
 
 
 @pytest.mark.parametrize(
@@ -226,7 +227,7 @@ def test_float_input_outside_unit_interval(
 )
 def test_wrong_images_are_user_errors(fitted: AutoencoderDetector, images: np.ndarray) -> None:
     with pytest.raises(UserError):
-        fitted.score_samples(images)
+        fitted.decision_function(images)
     with pytest.raises(UserError):
         fitted.predict(images)
 
@@ -235,13 +236,13 @@ def test_nan_input_is_a_user_error(fitted: AutoencoderDetector, probe: np.ndarra
     images = probe.astype(np.float32) / 255
     images[0, 3, 3] = np.nan
     with pytest.raises(UserError):
-        fitted.score_samples(images)
+        fitted.decision_function(images)
 
 
 def test_flipped_view_is_accepted(fitted: AutoencoderDetector, probe: np.ndarray) -> None:
     flipped = probe.copy()[:, :, ::-1]  # a writeable view; read-only arrays are copied
     np.testing.assert_array_equal(
-        fitted.score_samples(flipped), fitted.score_samples(np.ascontiguousarray(flipped))
+        fitted.decision_function(flipped), fitted.decision_function(np.ascontiguousarray(flipped))
     )
 
 
@@ -277,7 +278,7 @@ def test_failed_scoring_leaves_no_inference_mode(
     monkeypatch.setattr(fitted.scorer_, "combine", failing)
     caught: list[BaseException] = []
     try:
-        fitted.score_samples(probe)
+        fitted.decision_function(probe)
     except ValueError as exc:
         caught.append(exc)  # keep the traceback alive, as a REPL or debugger does
     leaked = torch.is_inference_mode_enabled() or not torch.is_grad_enabled()
@@ -335,14 +336,16 @@ def test_save_load_round_trip_gives_identical_scores(
     assert loaded.history_ == fitted.history_
     assert loaded.best_epoch_ == fitted.best_epoch_
     assert loaded.get_params() == fitted.get_params()
-    assert np.array_equal(loaded.score_samples(probe), fitted.score_samples(probe))
+    assert np.array_equal(loaded.decision_function(probe), fitted.decision_function(probe))
     np.testing.assert_array_equal(loaded.predict(probe), fitted.predict(probe))
 
 
 def test_load_with_auto_device(saved: Path, fitted: AutoencoderDetector, probe: np.ndarray) -> None:
     loaded = AutoencoderDetector.load(str(saved))
     assert loaded.device == "auto"
-    np.testing.assert_allclose(loaded.score_samples(probe), fitted.score_samples(probe), rtol=1e-4)
+    np.testing.assert_allclose(
+        loaded.decision_function(probe), fitted.decision_function(probe), rtol=1e-4
+    )
 
 
 def test_saving_twice_overwrites(saved: Path, fitted: AutoencoderDetector, tmp_path: Path) -> None:
@@ -371,12 +374,27 @@ def test_save_onto_a_regular_file_is_a_user_error(
 def tamper(saved: Path, tmp_path: Path, change: Any) -> Path:
     """A copy of the saved detector with ``change(meta)`` applied to detector.json."""
     folder = tmp_path / "tampered"
-    folder.mkdir()
+    folder.mkdir(parents=True)
     (folder / WEIGHTS_FILE).write_bytes((saved / WEIGHTS_FILE).read_bytes())
     meta = json.loads((saved / META_FILE).read_text(encoding="utf-8"))
     change(meta)
     (folder / META_FILE).write_text(json.dumps(meta), encoding="utf-8")
     return folder
+
+
+def test_weights_changed_after_saving_are_refused(saved: Path, tmp_path: Path) -> None:
+    """One NaN written into a weight: refused by the digest, not scored as nonsense."""
+    folder = tamper(saved, tmp_path, lambda meta: None)
+    state = load_file(str(folder / WEIGHTS_FILE))
+    name = next(k for k in state if k.endswith("weight"))
+    state[name].view(-1)[0] = float("nan")
+    save_file(state, str(folder / WEIGHTS_FILE))
+    with pytest.raises(UserError, match=r"does not match detector\.json"):
+        AutoencoderDetector.load(folder, device="cpu")
+    for i, digest in enumerate(("0" * 63, 7)):
+        bad = tamper(saved, tmp_path / str(i), _set("weights_sha256", digest))
+        with pytest.raises(UserError, match="weights_sha256"):
+            AutoencoderDetector.load(bad, device="cpu")
 
 
 def _set(key: str, value: Any) -> Any:
@@ -495,11 +513,11 @@ def test_validation_scores_that_are_not_finite(saved: Path, tmp_path: Path) -> N
     folder = tamper(saved, tmp_path, lambda meta: None)
     state = load_file(str(saved / WEIGHTS_FILE))
     state[VALIDATION_SCORES_KEY][0] = float("nan")
-    save_file(state, str(folder / WEIGHTS_FILE))
+    rewrite_weights(folder, state)
     with pytest.raises(UserError, match="validation scores"):
         AutoencoderDetector.load(folder, device="cpu")
     del state[VALIDATION_SCORES_KEY]
-    save_file(state, str(folder / WEIGHTS_FILE))
+    rewrite_weights(folder, state)
     with pytest.raises(UserError, match="no validation scores"):
         AutoencoderDetector.load(folder, device="cpu")
 
@@ -518,7 +536,7 @@ def test_loading_never_unpickles(
     ]:
         monkeypatch.setattr(module, name, refuse)
     loaded = AutoencoderDetector.load(saved, device="cpu")
-    assert np.array_equal(loaded.score_samples(probe), fitted.score_samples(probe))
+    assert np.array_equal(loaded.decision_function(probe), fitted.decision_function(probe))
 
 
 def test_metadata_that_is_not_json_or_not_a_mapping(saved: Path, tmp_path: Path) -> None:
@@ -539,6 +557,11 @@ def test_missing_folder_or_files_are_user_errors(saved: Path, tmp_path: Path) ->
     with pytest.raises(UserError, match="cannot load weights"):
         AutoencoderDetector.load(folder, device="cpu")
     (folder / WEIGHTS_FILE).write_bytes(b"\x00" * 100)
+    with pytest.raises(UserError, match="does not match"):
+        AutoencoderDetector.load(folder, device="cpu")
+    meta = json.loads((folder / META_FILE).read_text())  # signed, yet not safetensors
+    meta["weights_sha256"] = hashlib.sha256(b"\x00" * 100).hexdigest()
+    (folder / META_FILE).write_text(json.dumps(meta))
     with pytest.raises(UserError, match="cannot load weights"):
         AutoencoderDetector.load(folder, device="cpu")
 
@@ -558,6 +581,7 @@ def test_get_params_lists_every_init_argument() -> None:
         "epochs": 3,
         "batch_size": 128,
         "learning_rate": 1e-3,
+        "lr_decay": 1.0,
         "weight_decay": 0.0,
         "patience": 2,
         "loss": "mse",

@@ -27,7 +27,8 @@ from ae_anomaly.cli.options import parse_overrides
 from ae_anomaly.config import RunConfig, build_config, read_yaml
 from ae_anomaly.data.sources import ENV_CACHE, ENV_DATA
 from ae_anomaly.detector.estimator import AutoencoderDetector
-from ae_anomaly.nn.training import CHECKPOINT_NAME, EpochRecord
+from ae_anomaly.nn.callbacks import Callback, EpochRecord, Fit
+from ae_anomaly.nn.checkpoint import CHECKPOINT_NAME
 from ae_anomaly.runs.experiment import prepare_data, run_experiment
 from tests.helpers import Outcome, cli_env, run_subprocess, snapshot
 
@@ -242,7 +243,7 @@ def test_e2e_saved_detector_reproduces_the_scores(
     rows = read_scores(main_run.out / "scores.csv")
     assert [int(r["source_index"]) for r in rows] == test.source_index.tolist()
     assert [r["kind"] for r in rows] == test.kinds.tolist()
-    scores = detector.score_samples(test.images)
+    scores = detector.decision_function(test.images)
     np.testing.assert_allclose(scores, [float(r["score"]) for r in rows], rtol=1e-5)
 
 
@@ -294,22 +295,19 @@ def test_e2e_same_command_twice_gives_identical_scores(
 # --- c. interrupt and resume ---------------------------------------------------------------
 
 
-class Interrupt:
-    """A ProgressListener that raises KeyboardInterrupt, as Ctrl-C would, at a set point."""
+class Interrupt(Callback):
+    """A training callback that raises KeyboardInterrupt, as Ctrl-C would, at a set point."""
 
     def __init__(self, *, at_start_of: int | None = None, at_end_of: int | None = None) -> None:
         self.at_start_of = at_start_of
         self.at_end_of = at_end_of
         self.epochs_ended: list[int] = []
 
-    def start_epoch(self, epoch: int, n_batches: int) -> None:
+    def on_epoch_start(self, fit: Fit, epoch: int, n_batches: int) -> None:
         if epoch == self.at_start_of:
             raise KeyboardInterrupt
 
-    def batch_done(self, running_loss: float) -> None:
-        pass
-
-    def end_epoch(self, record: EpochRecord) -> None:
+    def on_epoch_end(self, fit: Fit, record: EpochRecord) -> None:
         self.epochs_ended.append(record.epoch)
         if record.epoch == self.at_end_of:
             raise KeyboardInterrupt
@@ -347,7 +345,7 @@ def interrupted(tmp_path_factory: pytest.TempPathFactory, shared_data_dir: Path)
         out = root / "stopped"
         listener = Interrupt(at_end_of=1)  # Ctrl-C as epoch 1 is reported done
         with pytest.raises(KeyboardInterrupt):
-            run_experiment(config, out, listener=listener)
+            run_experiment(config, out, callbacks=[listener])
     assert listener.epochs_ended == [1]
     assert not out.exists()
     return Interrupted(reference, root / "stopped.incomplete", root)
@@ -413,5 +411,5 @@ def test_e2e_interrupt_before_any_checkpoint_leaves_nothing(
     monkeypatch.setenv(ENV_CACHE, str(tmp_path / "cache"))
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
-        run_experiment(resume_config(shared_data_dir), out, listener=Interrupt(at_start_of=1))
+        run_experiment(resume_config(shared_data_dir), out, callbacks=[Interrupt(at_start_of=1)])
     assert sorted(p.name for p in tmp_path.iterdir()) == []

@@ -11,19 +11,18 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from ae_anomaly.cli import cli
 from ae_anomaly.config import build_config
 from ae_anomaly.data.sources import Dataset
-from ae_anomaly.detector.estimator import (
-    META_FILE,
-    WEIGHTS_FILE,
-    AutoencoderDetector,
-    detector_from_config,
-)
+from ae_anomaly.detector.estimator import AutoencoderDetector
+from ae_anomaly.detector.files import META_FILE
 from ae_anomaly.errors import UserError
+from ae_anomaly.estimator.files import WEIGHTS_FILE
 from ae_anomaly.nn.ensemble import Ensemble, EnsembleScorer, member_seed
+from ae_anomaly.runs.experiment import detector_from_config
+from tests.helpers import rewrite_weights
 
 # A narrow coded network and the recipe's four-term score, which fits a code
 # density, reference codes and a calibration per member.
@@ -48,17 +47,19 @@ def split(mnist: Dataset) -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def pair(split: tuple[np.ndarray, np.ndarray]) -> AutoencoderDetector:
-    return AutoencoderDetector(**PARAMS, members=2).fit(*split)
+    return AutoencoderDetector(**PARAMS, members=2).fit(split[0], validation=split[1])
 
 
 def test_an_ensemble_scores_the_mean_of_its_members_as_plain_detectors(
     pair: AutoencoderDetector, split: tuple[np.ndarray, np.ndarray], mnist: Dataset
 ) -> None:
-    first = AutoencoderDetector(**PARAMS).fit(*split)
-    second = AutoencoderDetector(**{**PARAMS, "seed": member_seed(5, 1)}).fit(*split)
+    first = AutoencoderDetector(**PARAMS).fit(split[0], validation=split[1])
+    second = AutoencoderDetector(**{**PARAMS, "seed": member_seed(5, 1)}).fit(
+        split[0], validation=split[1]
+    )
     probe = mnist.test_images[:200]
-    expected = (first.score_samples(probe) + second.score_samples(probe)) / 2
-    np.testing.assert_allclose(pair.score_samples(probe), expected, rtol=1e-5, atol=1e-5)
+    expected = (first.decision_function(probe) + second.decision_function(probe)) / 2
+    np.testing.assert_allclose(pair.decision_function(probe), expected, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(
         pair.validation_scores_,
         (first.validation_scores_ + second.validation_scores_) / 2,
@@ -68,7 +69,7 @@ def test_an_ensemble_scores_the_mean_of_its_members_as_plain_detectors(
     scores = pair.validation_scores_
     assert pair.threshold_ == pytest.approx(scores.mean() + 2 * scores.std())
     # Two different networks: the members differ, and the reconstruction is their mean.
-    assert not np.allclose(first.score_samples(probe), second.score_samples(probe))
+    assert not np.allclose(first.decision_function(probe), second.decision_function(probe))
     recon, maps = pair.reconstruct(probe[:10])
     mean_recon = (first.reconstruct(probe[:10])[0] + second.reconstruct(probe[:10])[0]) / 2
     np.testing.assert_allclose(recon, mean_recon, atol=1e-5)
@@ -85,7 +86,7 @@ def test_an_ensemble_holds_its_members_and_their_training(pair: AutoencoderDetec
 
 
 def test_one_member_is_the_plain_detector(split: tuple[np.ndarray, np.ndarray]) -> None:
-    one = AutoencoderDetector(**PARAMS, members=1).fit(*split)
+    one = AutoencoderDetector(**PARAMS, members=1).fit(split[0], validation=split[1])
     assert not isinstance(one.model_, Ensemble)
     assert member_seed(5, 0) == 5
     assert one.member_training_ == [{"history": one.history_, "best_epoch": one.best_epoch_}]
@@ -105,7 +106,7 @@ def test_a_saved_ensemble_loads_and_scores_exactly(
     assert any(k.startswith("scorer.members.1.neighbours.") for k in state)
     loaded = AutoencoderDetector.load(folder, device="cpu")
     probe = mnist.test_images[:100]
-    np.testing.assert_array_equal(loaded.score_samples(probe), pair.score_samples(probe))
+    np.testing.assert_array_equal(loaded.decision_function(probe), pair.decision_function(probe))
     assert loaded.members == 2
     assert loaded.member_training_ == pair.member_training_
     assert loaded.threshold_ == pair.threshold_
@@ -132,17 +133,17 @@ def test_a_missing_member_network_or_score_is_refused(
     folder = _tampered_copy(pair, tmp_path)
     state = load_file(str(folder / WEIGHTS_FILE))
     without_network = {k: v for k, v in state.items() if not k.startswith("members.1.")}
-    save_file(without_network, str(folder / WEIGHTS_FILE))
+    rewrite_weights(folder, without_network)
     with pytest.raises(UserError, match=re.escape("lacks tensor 'members.1.")):
         AutoencoderDetector.load(folder, device="cpu")
     without_score = {
         k: v for k, v in state.items() if not k.startswith("scorer.members.1.neighbours")
     }
-    save_file(without_score, str(folder / WEIGHTS_FILE))
+    rewrite_weights(folder, without_score)
     with pytest.raises(UserError, match="lacks the reference codes"):
         AutoencoderDetector.load(folder, device="cpu")
     stray = {**state, "scorer.members.7.calibration": torch.zeros(4, 2)}
-    save_file(stray, str(folder / WEIGHTS_FILE))
+    rewrite_weights(folder, stray)
     with pytest.raises(
         UserError, match=re.escape("unexpected fitted-score tensor 'members.7.calibration'")
     ):
@@ -166,9 +167,9 @@ def test_each_member_checkpoints_in_its_own_folder(
     split: tuple[np.ndarray, np.ndarray], tmp_path: Path
 ) -> None:
     detector = AutoencoderDetector(**PARAMS, members=2)
-    detector.fit(*split, checkpoint_dir=tmp_path / "checkpoints")
+    detector.fit(split[0], validation=split[1], checkpoint_dir=tmp_path / "checkpoints")
     assert (tmp_path / "checkpoints" / "member-1").is_dir()
     # Resuming finished members trains nothing more and gives the same detector.
     resumed = AutoencoderDetector(**PARAMS, members=2)
-    resumed.fit(*split, checkpoint_dir=tmp_path / "checkpoints", resume=True)
+    resumed.fit(split[0], validation=split[1], checkpoint_dir=tmp_path / "checkpoints", resume=True)
     assert resumed.member_training_ == detector.member_training_

@@ -52,7 +52,7 @@ def test_onnx_scores_match_pytorch_on_real_images(
     assert [i.name for i in model.get_inputs()] == [INPUT_NAME]
     assert [o.name for o in model.get_outputs()] == list(OUTPUT_NAMES)
     scores, reconstruction = model.run(None, {INPUT_NAME: batch})
-    expected = detector.score_samples(images)
+    expected = detector.decision_function(images)
     difference = float(np.abs(scores - expected).max())
     assert difference < TOLERANCE, f"max abs difference {difference}"
     torch_recon, _ = detector.reconstruct(images)
@@ -92,7 +92,7 @@ def test_dense_model_with_mse_exports_with_a_dynamic_batch(
     path = export_onnx(detector, tmp_path / "fc.onnx")
     images = fashion.test_images[:50]
     scores, _ = session(path).run(None, {INPUT_NAME: images[:, None].astype(np.float32) / 255})
-    assert float(np.abs(scores - detector.score_samples(images)).max()) < TOLERANCE
+    assert float(np.abs(scores - detector.decision_function(images)).max()) < TOLERANCE
 
 
 def test_missing_onnx_extra_is_one_sentence(
@@ -137,7 +137,7 @@ def assert_graph_scores_like(
     """Check the graph at ``path`` scores ``images`` like ``detector``; its reconstructions."""
     batch = images[:, None].astype(np.float32) / 255
     scores, reconstruction = session(path).run(None, {INPUT_NAME: batch})
-    expected = detector.score_samples(images)
+    expected = detector.decision_function(images)
     # Sums of z-scores are larger numbers than pixel errors: compare relative to their spread.
     difference = float(np.abs(scores - expected).max()) / float(expected.std())
     assert difference < 1e-4, f"max difference {difference} of the scores' spread"

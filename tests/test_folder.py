@@ -126,12 +126,12 @@ def test_folder_and_arrays_give_the_same_detector(
     data = load_image_source(dataset_folder)
     assert data.test is not None
     from_folder = AutoencoderDetector(**params).fit(data.train_images)
-    folder_scores = from_folder.score_samples(data.test.images)
+    folder_scores = from_folder.decision_function(data.test.images)
 
     arrays = AutoencoderDetector(**params).fit(sneakers["train"])
     test = np.concatenate([sneakers["bag"], sneakers["normal"], sneakers["shirt"]])
     labels = np.r_[np.ones(30), np.zeros(60), np.ones(30)]
-    array_scores = arrays.score_samples(test)
+    array_scores = arrays.decision_function(test)
 
     np.testing.assert_array_equal(folder_scores, array_scores)
     assert from_folder.threshold_ == arrays.threshold_

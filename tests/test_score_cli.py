@@ -75,7 +75,7 @@ def test_csv_to_stdout_matches_the_detector(
     assert len(rows) == 40
     assert rows[0]["path"] == str(images_dir / "000.png")
     assert rows[20]["path"] == str(images_dir / "sub" / "020.png")
-    expected = detector.score_samples(probe)
+    expected = detector.decision_function(probe)
     scores = np.array([float(r["score"]) for r in rows])
     np.testing.assert_array_equal(scores, expected)  # PNG is lossless and repr is exact
     assert {float(r["threshold"]) for r in rows} == {detector.threshold_}
@@ -102,9 +102,9 @@ def test_jsonl_to_a_file_with_arrays_and_globs(
     assert rows[0]["path"] == f"{tmp_path / 'batch.npy'}[0]"
     assert rows[5]["path"] == f"{tmp_path / 'batch.npz'}[0]"
     assert isinstance(rows[0]["is_anomaly"], bool)
-    assert [r["score"] for r in rows[:5]] == detector.score_samples(probe[:5]).tolist()
+    assert [r["score"] for r in rows[:5]] == detector.decision_function(probe[:5]).tolist()
     np.testing.assert_allclose(
-        [r["score"] for r in rows[5:8]], detector.score_samples(probe[5:8]), rtol=1e-6
+        [r["score"] for r in rows[5:8]], detector.decision_function(probe[5:8]), rtol=1e-6
     )
     assert sorted(p.name for p in out.parent.iterdir()) == ["scores.jsonl"]  # no temp files
 
@@ -169,7 +169,7 @@ def test_images_are_resized_and_converted_to_the_detector(
     result = score("--detector", saved, tmp_path / "big.jpg", "-q")
     assert result.exit_code == 0, result.output
     [row] = read_csv(result.stdout)
-    expected = detector.score_samples(np.full((1, 28, 28), 120, np.uint8))[0]
+    expected = detector.decision_function(np.full((1, 28, 28), 120, np.uint8))[0]
     assert float(row["score"]) == pytest.approx(expected, rel=1e-3)
 
 
@@ -222,13 +222,13 @@ def test_thousands_of_files_are_scored_one_batch_at_a_time(
     for i in range(n):
         Image.fromarray(probe[i % len(probe)]).save(tmp_path / f"{i:05d}.png")
     sizes: list[int] = []
-    original = detector.score_samples
+    original = detector.decision_function
 
     def counting(images: np.ndarray) -> np.ndarray:
         sizes.append(len(images))
         return original(images)
 
-    monkeypatch.setattr(detector, "score_samples", counting)
+    monkeypatch.setattr(detector, "decision_function", counting)
     out = io.StringIO()
     summary = score_inputs(detector, [tmp_path], out, chunk_size=batch)
     assert summary.scored == n and summary.skipped == []

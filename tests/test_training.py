@@ -1,13 +1,14 @@
-"""Tests for ae_anomaly.nn.training: the fit loop, early stopping and exact resumption."""
+"""The training loop (nn/loop.py) with its callbacks: early stopping, checkpoints and exact
+resumption, progress."""
 
 from __future__ import annotations
 
 import copy
-import dataclasses
 import itertools
 import math
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -16,16 +17,12 @@ from torch import nn
 from ae_anomaly.data.sources import load_dataset
 from ae_anomaly.data.tensors import to_image_tensor
 from ae_anomaly.errors import UserError
-from ae_anomaly.nn import training
+from ae_anomaly.nn import loop
+from ae_anomaly.nn.callbacks import Callback, EarlyStopping, EpochRecord, Fit, TrainState
+from ae_anomaly.nn.checkpoint import CHECKPOINT_NAME, Checkpoint
+from ae_anomaly.nn.loop import Task, reconstruction_loss, train
 from ae_anomaly.nn.models import build_model
-from ae_anomaly.nn.training import (
-    CHECKPOINT_NAME,
-    EpochRecord,
-    TrainProgress,
-    TrainSettings,
-    reconstruction_loss,
-    train,
-)
+from ae_anomaly.params import TrainingParams
 
 SHAPE = (1, 28, 28)
 SMALL = {"channels": [4, 8]}  # a narrow network where the size of the network does not matter
@@ -47,8 +44,31 @@ def same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-class Recorder:
-    """A ProgressListener that keeps every call, and the weights after every epoch."""
+def run(
+    model: nn.Module,
+    train_x: torch.Tensor,
+    val_x: torch.Tensor,
+    *,
+    loss: str = "mse",
+    seed: int = 0,
+    checkpoint_dir: Path | None = None,
+    resume: bool = False,
+    listener: Callback | None = None,
+    **params: object,
+) -> TrainState:
+    """Train as the detector does: early stopping, then a checkpoint, then ``listener``."""
+    settings = TrainingParams(**params)  # type: ignore[arg-type]
+    callbacks: list[Callback] = [EarlyStopping(settings.patience)]
+    if checkpoint_dir is not None:
+        callbacks.append(Checkpoint(checkpoint_dir, resume=resume))
+    if listener is not None:
+        callbacks.append(listener)
+    task = Task(loss=reconstruction_loss(loss))
+    return train(model, train_x, val_x, settings, task, seed=seed, callbacks=callbacks)
+
+
+class Recorder(Callback):
+    """A callback that keeps every call, and the weights after every epoch."""
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
@@ -57,18 +77,18 @@ class Recorder:
         self.records: list[EpochRecord] = []
         self.states: dict[int, dict[str, torch.Tensor]] = {}
 
-    def start_epoch(self, epoch: int, n_batches: int) -> None:
+    def on_epoch_start(self, fit: Fit, epoch: int, n_batches: int) -> None:
         self.starts.append((epoch, n_batches))
 
-    def batch_done(self, running_loss: float) -> None:
+    def on_batch_end(self, fit: Fit, running_loss: float) -> None:
         self.batches.append(running_loss)
 
-    def end_epoch(self, record: EpochRecord) -> None:
+    def on_epoch_end(self, fit: Fit, record: EpochRecord) -> None:
         self.records.append(record)
         self.states[record.epoch] = copy.deepcopy(self.model.state_dict())
 
 
-# -- TrainProgress.should_stop --------------------------------------------------------
+# -- EarlyStopping ---------------------------------------------------------------------
 
 
 def records(n: int) -> list[EpochRecord]:
@@ -88,16 +108,16 @@ def records(n: int) -> list[EpochRecord]:
     ],
 )
 def test_should_stop(done: int, best: int, patience: int, stop: bool) -> None:
-    progress = TrainProgress(history=records(done), best_epoch=best)
-    assert progress.epochs_done == done
-    assert progress.should_stop(patience) is stop
+    state = TrainState(history=records(done), best_epoch=best)
+    assert state.epochs_done == done
+    assert EarlyStopping(patience).should_stop(state) is stop
 
 
 def test_fresh_progress() -> None:
-    progress = TrainProgress()
-    assert progress.epochs_done == 0
-    assert progress.best_val_loss == math.inf
-    assert not progress.should_stop(1)
+    state = TrainState()
+    assert state.epochs_done == 0
+    assert state.best_val_loss == math.inf
+    assert not EarlyStopping(1).should_stop(state)
 
 
 # -- the loss -------------------------------------------------------------------------
@@ -106,10 +126,10 @@ def test_fresh_progress() -> None:
 def test_reconstruction_loss_kinds() -> None:
     target = torch.zeros(2, 1, 2, 2)
     recon = torch.full((2, 1, 2, 2), 0.5)
-    assert float(reconstruction_loss(recon, target, "mse")) == pytest.approx(0.25)
-    assert float(reconstruction_loss(recon, target, "mae")) == pytest.approx(0.5)
+    assert float(reconstruction_loss("mse")(recon, target)) == pytest.approx(0.25)
+    assert float(reconstruction_loss("mae")(recon, target)) == pytest.approx(0.5)
     with pytest.raises(ValueError, match="unknown loss"):
-        reconstruction_loss(recon, target, "huber")
+        reconstruction_loss("huber")
 
 
 # -- training -------------------------------------------------------------------------
@@ -119,8 +139,8 @@ def test_loss_decreases_over_three_epochs(digits: torch.Tensor) -> None:
     # the default architecture, in the memory format the detector trains it in
     model = new_model().to(memory_format=torch.channels_last)
     recorder = Recorder(model)
-    settings = TrainSettings(epochs=3, batch_size=64, patience=3)
-    progress = train(model, digits[:256], digits[256:], settings, listener=recorder)
+    settings = dict(epochs=3, batch_size=64, patience=3)
+    progress = run(model, digits[:256], digits[256:], **settings, listener=recorder)
     history = progress.history
     assert [r.epoch for r in history] == [1, 2, 3]
     train_losses = [r.train_loss for r in history]
@@ -136,15 +156,16 @@ def test_loss_decreases_over_three_epochs(digits: torch.Tensor) -> None:
     assert recorder.batches[3] == pytest.approx(train_losses[0])
     assert recorder.records == history
     # the reported validation loss is the model's loss in eval mode
-    assert training.evaluate_loss(model, digits[256:], settings) == pytest.approx(
+    task = Task(loss=reconstruction_loss("mse"))
+    assert loop.evaluate_loss(model, digits[256:], 64, task) == pytest.approx(
         progress.best_val_loss, rel=1e-5
     )
 
 
 def test_mae_loss_trains_too(digits: torch.Tensor) -> None:
     model = new_model(**SMALL)
-    settings = TrainSettings(epochs=2, batch_size=32, loss="mae", learning_rate=3e-3, patience=2)
-    progress = train(model, digits[:128], digits[256:], settings)
+    settings = dict(epochs=2, batch_size=32, learning_rate=3e-3, patience=2)
+    progress = run(model, digits[:128], digits[256:], loss="mae", **settings)
     assert progress.history[1].train_loss < progress.history[0].train_loss
 
 
@@ -153,11 +174,11 @@ def test_early_stopping_restores_the_best_weights(
 ) -> None:
     # scripted validation losses: best at epoch 2, then two worse epochs -> stop after 4
     scripted: Iterator[float] = iter([1.0, 0.5, 0.6, 0.7, 0.4, 0.3])
-    monkeypatch.setattr(training, "evaluate_loss", lambda *args: next(scripted))
+    monkeypatch.setattr(loop, "evaluate_loss", lambda *args: next(scripted))
     model = new_model(**SMALL)
     recorder = Recorder(model)
-    settings = TrainSettings(epochs=10, batch_size=64, patience=2)
-    progress = train(model, digits[:64], digits[256:], settings, listener=recorder)
+    settings = dict(epochs=10, batch_size=64, patience=2)
+    progress = run(model, digits[:64], digits[256:], **settings, listener=recorder)
     assert progress.epochs_done == 4
     assert [r.val_loss for r in progress.history] == [1.0, 0.5, 0.6, 0.7]
     assert progress.best_epoch == 2
@@ -170,14 +191,14 @@ def test_patience_one_stops_after_the_first_worse_epoch(
     digits: torch.Tensor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     scripted = iter([0.5, 0.6, 0.1])
-    monkeypatch.setattr(training, "evaluate_loss", lambda *args: next(scripted))
+    monkeypatch.setattr(loop, "evaluate_loss", lambda *args: next(scripted))
     model = new_model(**SMALL)
     recorder = Recorder(model)
-    progress = train(
+    progress = run(
         model,
         digits[:64],
         digits[256:],
-        TrainSettings(epochs=5, batch_size=64, patience=1),
+        **dict(epochs=5, batch_size=64, patience=1),
         listener=recorder,
     )
     assert progress.epochs_done == 2
@@ -189,11 +210,9 @@ def test_equal_validation_loss_is_not_an_improvement(
     digits: torch.Tensor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     scripted = iter([0.5, 0.5, 0.5])
-    monkeypatch.setattr(training, "evaluate_loss", lambda *args: next(scripted))
+    monkeypatch.setattr(loop, "evaluate_loss", lambda *args: next(scripted))
     model = new_model(**SMALL)
-    progress = train(
-        model, digits[:64], digits[256:], TrainSettings(epochs=5, batch_size=64, patience=2)
-    )
+    progress = run(model, digits[:64], digits[256:], **dict(epochs=5, batch_size=64, patience=2))
     assert progress.epochs_done == 3
     assert progress.best_epoch == 1
 
@@ -202,14 +221,14 @@ def test_epoch_limit_ends_training_while_improving(
     digits: torch.Tensor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     scripted = iter([0.5, 0.4, 0.3, 0.2])
-    monkeypatch.setattr(training, "evaluate_loss", lambda *args: next(scripted))
+    monkeypatch.setattr(loop, "evaluate_loss", lambda *args: next(scripted))
     model = new_model(**SMALL)
     recorder = Recorder(model)
-    progress = train(
+    progress = run(
         model,
         digits[:64],
         digits[256:],
-        TrainSettings(epochs=3, batch_size=64, patience=1),
+        **dict(epochs=3, batch_size=64, patience=1),
         listener=recorder,
     )
     assert progress.epochs_done == 3
@@ -224,25 +243,25 @@ def test_resume_gives_exactly_the_uninterrupted_weights(
     digits: torch.Tensor, tmp_path: Path
 ) -> None:
     train_x, val_x = digits[:128], digits[256:]
-    settings = TrainSettings(epochs=3, batch_size=32, patience=5, seed=4)
+    settings: dict[str, Any] = dict(epochs=3, batch_size=32, patience=5, seed=4)
 
     straight = new_model(**SMALL)
-    straight_progress = train(straight, train_x, val_x, settings)
+    straight_progress = run(straight, train_x, val_x, **settings)
 
     first = new_model(**SMALL)
-    train(
+    run(
         first,
         train_x,
         val_x,
-        dataclasses.replace(settings, epochs=1),
+        **{**settings, "epochs": 1},
         checkpoint_dir=tmp_path,
     )
     assert (tmp_path / CHECKPOINT_NAME).is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == [CHECKPOINT_NAME]
 
     resumed = new_model(seed=123, **SMALL)  # other initial weights: all must come from the file
-    resumed_progress = train(
-        resumed, train_x, val_x, settings, checkpoint_dir=tmp_path, resume=True
+    resumed_progress = run(
+        resumed, train_x, val_x, **settings, checkpoint_dir=tmp_path, resume=True
     )
     assert [r.epoch for r in resumed_progress.history] == [1, 2, 3]
     assert [(r.train_loss, r.val_loss) for r in resumed_progress.history] == [
@@ -253,16 +272,16 @@ def test_resume_gives_exactly_the_uninterrupted_weights(
 
 
 def test_resume_of_a_finished_run_trains_no_more(digits: torch.Tensor, tmp_path: Path) -> None:
-    settings = TrainSettings(epochs=2, batch_size=32, patience=5)
+    settings = dict(epochs=2, batch_size=32, patience=5)
     done = new_model(**SMALL)
-    train(done, digits[:64], digits[256:], settings, checkpoint_dir=tmp_path)
+    run(done, digits[:64], digits[256:], **settings, checkpoint_dir=tmp_path)
     again = new_model(seed=9, **SMALL)
     recorder = Recorder(again)
-    progress = train(
+    progress = run(
         again,
         digits[:64],
         digits[256:],
-        settings,
+        **settings,
         checkpoint_dir=tmp_path,
         resume=True,
         listener=recorder,
@@ -276,11 +295,11 @@ def test_resume_without_a_checkpoint_starts_from_scratch(
     digits: torch.Tensor, tmp_path: Path
 ) -> None:
     model = new_model(**SMALL)
-    progress = train(
+    progress = run(
         model,
         digits[:64],
         digits[256:],
-        TrainSettings(epochs=1, batch_size=32),
+        **dict(epochs=1, batch_size=32),
         checkpoint_dir=tmp_path,
         resume=True,
     )
@@ -291,11 +310,11 @@ def test_resume_without_a_checkpoint_starts_from_scratch(
 def test_without_resume_an_old_checkpoint_is_ignored(digits: torch.Tensor, tmp_path: Path) -> None:
     (tmp_path / CHECKPOINT_NAME).write_bytes(b"not a checkpoint")
     model = new_model(**SMALL)
-    progress = train(
+    progress = run(
         model,
         digits[:64],
         digits[256:],
-        TrainSettings(epochs=1, batch_size=32),
+        **dict(epochs=1, batch_size=32),
         checkpoint_dir=tmp_path,
     )
     assert progress.epochs_done == 1
@@ -305,32 +324,32 @@ def test_without_resume_an_old_checkpoint_is_ignored(digits: torch.Tensor, tmp_p
 def test_corrupt_checkpoint_is_a_user_error(digits: torch.Tensor, tmp_path: Path) -> None:
     (tmp_path / CHECKPOINT_NAME).write_bytes(b"\x00garbage" * 10)
     with pytest.raises(UserError, match="cannot resume from checkpoint"):
-        train(
+        run(
             new_model(**SMALL),
             digits[:64],
             digits[256:],
-            TrainSettings(epochs=1),
+            **dict(epochs=1),
             checkpoint_dir=tmp_path,
             resume=True,
         )
 
 
 def test_truncated_checkpoint_is_a_user_error(digits: torch.Tensor, tmp_path: Path) -> None:
-    train(
+    run(
         new_model(**SMALL),
         digits[:64],
         digits[256:],
-        TrainSettings(epochs=1, batch_size=32),
+        **dict(epochs=1, batch_size=32),
         checkpoint_dir=tmp_path,
     )
     path = tmp_path / CHECKPOINT_NAME
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with pytest.raises(UserError, match="cannot resume from checkpoint"):
-        train(
+        run(
             new_model(**SMALL),
             digits[:64],
             digits[256:],
-            TrainSettings(epochs=2),
+            **dict(epochs=2),
             checkpoint_dir=tmp_path,
             resume=True,
         )
@@ -339,19 +358,19 @@ def test_truncated_checkpoint_is_a_user_error(digits: torch.Tensor, tmp_path: Pa
 def test_checkpoint_of_another_architecture_is_a_user_error(
     digits: torch.Tensor, tmp_path: Path
 ) -> None:
-    train(
+    run(
         new_model(**SMALL),
         digits[:64],
         digits[256:],
-        TrainSettings(epochs=1, batch_size=32),
+        **dict(epochs=1, batch_size=32),
         checkpoint_dir=tmp_path,
     )
     with pytest.raises(UserError, match="cannot resume from checkpoint"):
-        train(
+        run(
             new_model(channels=[8]),
             digits[:64],
             digits[256:],
-            TrainSettings(epochs=2),
+            **dict(epochs=2),
             checkpoint_dir=tmp_path,
             resume=True,
         )
@@ -368,7 +387,7 @@ def test_bce_loss_is_binary_cross_entropy_on_pixels() -> None:
         )
         / 4
     )
-    assert torch.isclose(training.reconstruction_loss(output, target, "bce"), expected)
+    assert torch.isclose(reconstruction_loss("bce")(output, target), expected)
 
 
 def test_conv_keras_collapses_under_mse_but_learns_with_bce(mnist: object) -> None:
@@ -380,20 +399,21 @@ def test_conv_keras_collapses_under_mse_but_learns_with_bce(mnist: object) -> No
     for loss in ("mse", "bce"):
         torch.manual_seed(0)
         model = build_model("conv-keras", (1, 28, 28))
-        settings = TrainSettings(epochs=3, batch_size=64, learning_rate=1e-3, loss=loss)
-        training.train(model, train, val, dataclasses.replace(settings, patience=3))
-        errors[loss] = training.evaluate_loss(model, val, dataclasses.replace(settings, loss="mse"))
+        settings = dict(epochs=3, batch_size=64, learning_rate=1e-3, loss=loss)
+        loss_kind = settings.pop("loss")
+        run(model, train, val, loss=str(loss_kind), **{**settings, "patience": 3})
+        errors[loss] = loop.evaluate_loss(model, val, 64, Task(loss=reconstruction_loss("mse")))
     mean_square_pixel = float(val.square().mean())
     assert errors["mse"] > 0.8 * mean_square_pixel  # about what an all-black output scores
     assert errors["bce"] < 0.3 * mean_square_pixel
 
 
 def test_cosine_schedule_falls_to_zero_over_all_steps() -> None:
-    from ae_anomaly.nn.training import _set_cosine_rate
+    from ae_anomaly.nn.loop import _set_cosine_rate
 
     model = torch.nn.Linear(2, 2)
     optimizer = torch.optim.Adam(model.parameters(), lr=1.0)
-    settings = TrainSettings(epochs=2, learning_rate=0.01, schedule="cosine")
+    settings = TrainingParams(epochs=2, learning_rate=0.01, schedule="cosine")
     rates = []
     for step in range(8):  # 2 epochs of 4 batches
         _set_cosine_rate(optimizer, settings, step, n_batches=4)
@@ -407,8 +427,8 @@ def test_cosine_schedule_falls_to_zero_over_all_steps() -> None:
 def test_cosine_schedule_trains_a_model(digits: torch.Tensor) -> None:
     torch.manual_seed(0)
     model = build_model("conv-dense", SHAPE)
-    settings = TrainSettings(epochs=2, batch_size=16, schedule="cosine", patience=5)
-    progress = train(model, digits[:256], digits[256:], settings)
+    settings = dict(epochs=2, batch_size=16, schedule="cosine", patience=5)
+    progress = run(model, digits[:256], digits[256:], **settings)
     assert len(progress.history) == 2
     assert progress.history[-1].train_loss < progress.history[0].train_loss
 
@@ -417,8 +437,8 @@ def test_weight_decay_shrinks_the_weights_and_defaults_to_none(digits: torch.Ten
     def trained(**decay: float) -> nn.Module:
         torch.manual_seed(0)
         model = build_model("conv-dense", SHAPE)
-        settings = TrainSettings(epochs=2, batch_size=32, patience=5, **decay)
-        train(model, digits[:128], digits[256:], settings)
+        settings = dict(epochs=2, batch_size=32, patience=5, **decay)
+        run(model, digits[:128], digits[256:], **settings)
         return model
 
     def weight_norm(model: nn.Module) -> float:  # of the conv and dense weights, not batch-norm's

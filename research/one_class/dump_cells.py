@@ -22,9 +22,9 @@ shifts of up to 2 pixels), stage3 (a third stride-2 stage, 4x4x64), code8, and
 wd / wd2 / wd1 (Adam's weight decay 5e-4 / 2e-3 / 1e-4; 5e-4 is the recipe's
 since). "variant~N" keeps seed's split and development images but draws the
 initial weights from seed + N, so such cells ensemble on one split.
-flip, shift, ssimloss, mask and rot90 are hooked into
-the detector's training by replacing the functions detector.py calls: the
-package has no such options, on purpose (BENCHMARKS.md, What was tried).
+flip, shift, ssimloss, mask and rot90 change the detector's training through
+its training_task hook (VariantDetector below): the package has no such
+options, on purpose (BENCHMARKS.md, What was tried).
 Every variant is the recipe of config.RECIPES with its own change, so since
 session 5 each has the recipe's weight decay; the cells of sessions 4 and 5
 (other than wd, wd1, wd2) were made before the recipe had one. Session 6:
@@ -39,7 +39,7 @@ the saved detector beside it.
 
 from __future__ import annotations
 
-import functools
+import dataclasses
 import os
 import sys
 import time
@@ -49,20 +49,20 @@ from typing import Any
 import numpy as np
 import torch
 
-import ae_anomaly.detector.estimator as detector_module
 from ae_anomaly.config import RECIPES, build_config
 from ae_anomaly.data.sources import load_dataset
 from ae_anomaly.data.tensors import to_image_tensor
-from ae_anomaly.detector.estimator import detector_from_config
+from ae_anomaly.detector.estimator import AutoencoderDetector
+from ae_anomaly.nn.loop import Task
 from ae_anomaly.nn.models import WithCode
+from ae_anomaly.params import AutoencoderTraining
+from ae_anomaly.runs.experiment import detector_from_config
 from ae_anomaly.scenarios.splits import labelled_test, one_class_scenario
 from ae_anomaly.scores.pixel import image_scores
 
 CELLS = Path(os.environ.get("AE_RESEARCH_CELLS", "research-cells"))
 PIXEL = ["mse", "mae", "blur-mse", "rel-blur", "ssim"]
 DEV_STREAM = 991
-
-_plain_train = detector_module.train
 
 
 def register_research_models() -> None:
@@ -126,12 +126,9 @@ def register_research_models() -> None:
                 *list(self.decoder),
             )
 
-    models.MODELS["conv-dense-deep"] = models.ModelEntry(ConvDenseDeep, "research only")
-    models.MODELS["conv-dense-noisy"] = models.ModelEntry(ConvDenseNoisy, "research only")
-    models.MODELS["conv-dense-stage3"] = models.ModelEntry(ConvDenseStage3, "research only")
-
-
-_plain_restoration = detector_module.restoration
+    models.register_model("conv-dense-deep", ConvDenseDeep, "research only")
+    models.register_model("conv-dense-noisy", ConvDenseNoisy, "research only")
+    models.register_model("conv-dense-stage3", ConvDenseStage3, "research only")
 
 
 def hflip_augment(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -209,13 +206,26 @@ OVERRIDES: dict[str, dict[str, Any]] = {
     "b64": {**RECIPE, "training": {**RECIPE_TRAINING, "batch_size": 64}},
     "e30": {**RECIPE, "training": {**RECIPE_TRAINING, "epochs": 30, "patience": 30}},
 }
-# Variants hooked into the detector's training (the package has no such options).
+# Variants that change the detector's training (the package has no such options).
 TRAIN_HOOKS: dict[str, dict[str, Any]] = {
     "flip": {"augment": hflip_augment},
     "shift": {"augment": shift_augment},
-    "ssimloss": {"loss_fn": ssim_mse_loss},
+    "ssimloss": {"loss": ssim_mse_loss},
+    "mask": {"restore": mask_restore},
+    "rot90": {"restore": rot90_restore},
 }
-RESTORATIONS = {"mask": mask_restore, "rot90": rot90_restore}
+
+
+@dataclasses.dataclass(kw_only=True, eq=False, repr=False)
+class VariantDetector(AutoencoderDetector):
+    """The package's detector, trained with one research variant's change of its task."""
+
+    variant: str = "base"
+
+    def training_task(self, training: AutoencoderTraining) -> Task:
+        return dataclasses.replace(
+            super().training_task(training), **TRAIN_HOOKS.get(self.variant, {})
+        )
 
 
 def dump(
@@ -259,12 +269,9 @@ def run_cell(dataset_name: str, seed: int, tagged_variant: str, normal_class: in
     dev_index = np.sort(
         np.random.default_rng([seed, DEV_STREAM]).choice(others, 2000, replace=False)
     )
-    detector_module.train = functools.partial(_plain_train, **TRAIN_HOOKS.get(variant, {}))
-    restore = RESTORATIONS.get(variant)
-    detector_module.restoration = (lambda *_: restore) if restore else _plain_restoration
-    detector = detector_from_config(config)
+    detector = VariantDetector(**detector_from_config(config).get_params(), variant=variant)
     started = time.perf_counter()
-    detector.fit(data.train, data.val)
+    detector.fit(data.train, validation=data.val)
     seconds = time.perf_counter() - started
     test = labelled_test(data)
     result: dict[str, Any] = {
@@ -272,7 +279,7 @@ def run_cell(dataset_name: str, seed: int, tagged_variant: str, normal_class: in
         "test_labels": test.labels,
         "test_classes": data.test.source_label,
         "dev_classes": dataset.train_labels[dev_index],
-        "product_test": detector.score_samples(test.images),
+        "product_test": detector.decision_function(test.images),
         "product_val": detector.validation_scores_,
     }
     sets = {

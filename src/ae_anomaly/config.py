@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -26,8 +26,18 @@ from pydantic import (
 
 from ae_anomaly.data.sources import dataset_names
 from ae_anomaly.errors import UserError
-from ae_anomaly.scores.names import SCORE_FORMS, parse_score
-from ae_anomaly.scores.thresholds import parse_threshold
+from ae_anomaly.params import (
+    AutoencoderTraining,
+    Device,
+    FitParams,
+    ModelParams,
+    ScoreParams,
+    Seed,
+    ValFraction,
+    describe_validation_error,
+    group_fields,
+    is_group,
+)
 
 CORRUPTION_KINDS = ("clean", "noise", "rotation", "noise+rotation")
 SCENARIOS = ("corruptions", "one-class", "unsupervised", "folder", "guard")
@@ -55,9 +65,7 @@ class DataConfig(_Section):
     data_dir: Path | None = Field(
         None, description="folder holding <dataset>/ with the IDX files; searched first"
     )
-    val_fraction: float = Field(
-        0.1, gt=0, lt=1, description="share of the normal training images held out for validation"
-    )
+    val_fraction: ValFraction = FitParams.val_fraction
     train_limit: StrictInt | None = Field(
         None, ge=20, description="use at most this many training images (quick runs); all if unset"
     )
@@ -95,83 +103,18 @@ class DataConfig(_Section):
         return size
 
 
-class TrainingConfig(_Section):
-    epochs: StrictInt = Field(6, ge=1, description="maximum number of training epochs")
-    batch_size: StrictInt = Field(128, ge=1, description="images per optimisation step")
-    learning_rate: float = Field(1e-3, gt=0, le=1, description="Adam learning rate")
-    weight_decay: float = Field(
-        0.0, ge=0, le=1, description="Adam's L2 penalty on the weights (0: none)"
-    )
-    patience: StrictInt = Field(
-        2, ge=1, description="stop after this many epochs without a better validation loss"
-    )
-    schedule: Literal["constant", "cosine"] = Field(
-        "constant",
-        description="learning rate: constant, or cosine (falling to 0 over all epochs' steps)",
-    )
-    loss: Literal["mse", "mae", "bce"] = Field(
-        "mse", description="training loss: mse, mae or bce (binary cross-entropy on pixels)"
-    )
-    restore: Literal["none", "rotate-to-upright"] = Field(
-        "none",
-        description="restoration training: none, or rotate-to-upright (a share of the training "
-        "images is rotated and the model must return them upright; teaches the model that "
-        "rotation is an anomaly, so it is knowledge of the anomaly kind)",
-    )
-    restore_angle: float = Field(
-        30.0, gt=0, le=180, description="rotate-to-upright: angles are drawn in +-restore_angle"
-    )
-    restore_share: float = Field(
-        0.5, gt=0, le=1, description="rotate-to-upright: share of training images rotated"
-    )
-
-
-# The training fields that choose a restoration; the rest make the loop's TrainSettings.
-RESTORATION_FIELDS = {"restore", "restore_angle", "restore_share"}
-
-
-def _parsable(parse: Callable[[str], object], value: str) -> str:
-    """``value`` if ``parse`` accepts it; its UserError as the validator's ValueError."""
-    try:
-        parse(value)
-    except UserError as exc:
-        raise ValueError(str(exc)) from None
-    return value
-
-
-# Keeps an ensemble small enough to train in minutes and to export as one graph.
-MAX_MEMBERS = 10
-
-
-class DetectorConfig(_Section):
-    score: str = Field("mse", description=f"per-image score: {SCORE_FORMS} (see README, Scores)")
-    threshold: str = Field(
-        "percentile:95",
-        description="rule fitted on clean validation scores: percentile:Q, mean+Kstd or fixed:V",
-    )
-    members: int = Field(
-        1,
-        ge=1,
-        le=MAX_MEMBERS,
-        description="networks trained on the same images from different initial weights; "
-        "the score is the mean of theirs (an ensemble: members times the training time)",
-    )
-    threshold_data: Literal["validation", "test-normal"] = Field(
-        "validation",
-        description="images the threshold is fitted on: validation (held-out normal training "
-        "images) or test-normal (the normal test images: uses test labels, only to reproduce "
-        "projects that did so)",
-    )
-
-    @field_validator("score")
-    @classmethod
-    def _valid_score(cls, value: str) -> str:
-        return _parsable(parse_score, value)
-
-    @field_validator("threshold")
-    @classmethod
-    def _valid_threshold(cls, value: str) -> str:
-        return _parsable(parse_threshold, value)
+# The training section is the detector's training parameters (params.AutoencoderTraining);
+# the detector section is its score parameters plus where its threshold is fitted.
+@dataclass(kw_only=True)
+class DetectorConfig(ScoreParams):
+    threshold_data: Annotated[
+        Literal["validation", "test-normal"],
+        Field(
+            description="images the threshold is fitted on: validation (held-out normal "
+            "training images) or test-normal (the normal test images: uses test labels, only "
+            "to reproduce projects that did so)"
+        ),
+    ] = "validation"
 
 
 class CorruptionConfig(_Section):
@@ -261,31 +204,21 @@ class RunConfig(_Section):
         "folder (your own images; the default when dataset is a path) or guard (a digit "
         "classifier behind the detector, on the corruptions test set)",
     )
-    seed: StrictInt = Field(
-        0, ge=0, description="seed of every random choice: same seed, same scores"
+    seed: Seed = FitParams.seed
+    device: Device = FitParams.device
+    model: str = Field(
+        ModelParams.model, description="architecture name (see models in the README)"
     )
-    device: str = Field(
-        "auto", description="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps"
-    )
-    model: str = Field("conv-bn", description="architecture name (see models in the README)")
     model_args: dict[str, Any] = Field(
         default_factory=dict,
         description="keyword arguments of the architecture, e.g. {channels: [16, 32]}",
     )
     data: DataConfig = Field(default_factory=DataConfig)
-    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    training: AutoencoderTraining = Field(default_factory=AutoencoderTraining)
     detector: DetectorConfig = Field(default_factory=DetectorConfig)
     corruptions: CorruptionConfig = Field(default_factory=CorruptionConfig)
     guard: GuardConfig = Field(default_factory=GuardConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
-
-    @field_validator("device")
-    @classmethod
-    def _valid_device(cls, value: str) -> str:
-        base, _, index = value.partition(":")
-        if base not in ("auto", "cpu", "cuda", "mps") or (index and not index.isdigit()):
-            raise ValueError("use auto, cpu, cuda, cuda:N or mps")
-        return value
 
     @model_validator(mode="before")
     @classmethod
@@ -345,9 +278,9 @@ def leaf_fields(
     or None for top level, field info)."""
     leaves: dict[str, tuple[str | None, Any]] = {}
     for name, info in (config_class or RunConfig).model_fields.items():
-        annotation = info.annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            for sub_name, sub_info in annotation.model_fields.items():
+        section = info.annotation
+        if isinstance(section, type) and is_group(section):
+            for sub_name, sub_info in group_fields(section).items():
                 leaves[sub_name] = (name, sub_info)
         else:
             leaves[name] = (None, info)
@@ -469,20 +402,6 @@ def validate_config(data: dict[str, Any]) -> RunConfig:
         return RunConfig.model_validate(data)
     except ValidationError as exc:
         raise UserError(f"invalid config: {describe_validation_error(exc)}") from None
-
-
-def describe_validation_error(exc: ValidationError) -> str:
-    """One line per problem, each naming its key: ``training.epochs: ... (got 0)``."""
-    parts = []
-    for error in exc.errors():
-        key = ".".join(str(p) for p in error["loc"]) or "config"
-        message = error["msg"].removeprefix("Value error, ")
-        if error["type"] == "extra_forbidden":
-            message = "unknown key"
-        elif "input" in error and not isinstance(error["input"], dict):
-            message += f" (got {error['input']!r})"
-        parts.append(f"{key}: {message}")
-    return "; ".join(parts)
 
 
 def _one_line(exc: Exception) -> str:

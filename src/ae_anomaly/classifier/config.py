@@ -8,14 +8,35 @@ the command line can refuse a bad value before torch is loaded. Like
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    StrictInt,
+    ValidationError,
+    field_validator,
+)
 
-from ae_anomaly.config import apply_overrides, describe_validation_error, leaf_fields
+from ae_anomaly.config import apply_overrides, leaf_fields
 from ae_anomaly.data.sources import dataset_names
 from ae_anomaly.errors import UserError
+from ae_anomaly.params import (
+    Device,
+    Epochs,
+    FitParams,
+    LearningRate,
+    LrDecay,
+    Patience,
+    Seed,
+    TrainingParams,
+    ValFraction,
+    describe_validation_error,
+)
 
 
 class _Section(BaseModel):
@@ -28,12 +49,7 @@ class ClassifierDataConfig(_Section):
     data_dir: Path | None = Field(
         None, description="folder holding <dataset>/ with the IDX files; searched first"
     )
-    val_fraction: float = Field(
-        0.1,
-        gt=0,
-        lt=1,
-        description="share of the training images held out for early stopping (never the test set)",
-    )
+    val_fraction: ValFraction = FitParams.val_fraction
     train_limit: StrictInt | None = Field(
         None, ge=20, description="use at most this many training images (quick runs); all if unset"
     )
@@ -49,43 +65,35 @@ class ClassifierDataConfig(_Section):
         return value
 
 
-class ClassifierTrainingConfig(_Section):
-    # Defaults measured on full MNIST (README, "Digit classifier"): test
-    # accuracy >= 99.3% in a few minutes on two CPU cores.
-    epochs: StrictInt = Field(8, ge=1, description="maximum number of training epochs")
-    batch_size: StrictInt = Field(128, ge=1, description="images per optimisation step")
-    learning_rate: float = Field(2e-3, gt=0, le=1, description="Adam learning rate of epoch 1")
-    lr_decay: float = Field(
-        0.7, gt=0, le=1, description="learning rate multiplied by this after every epoch"
-    )
-    patience: StrictInt = Field(
-        3, ge=1, description="stop after this many epochs without a better validation loss"
-    )
-    max_shift: StrictInt = Field(
-        2,
-        ge=0,
-        le=4,
-        description="training images are shifted by up to this many pixels (0: no augmentation)",
-    )
+@dataclass(kw_only=True)
+class ClassifierTraining(TrainingParams):
+    """The training loop's settings with the classifier's defaults, plus its augmentation.
+
+    Defaults measured on full MNIST (README, "Digit classifier"): test accuracy
+    >= 99.3% in a few minutes on two CPU cores.
+    """
+
+    epochs: Epochs = 8
+    learning_rate: LearningRate = 2e-3
+    lr_decay: LrDecay = 0.7
+    patience: Patience = 3
+    max_shift: Annotated[
+        int,
+        Strict(),
+        Field(
+            ge=0,
+            le=4,
+            description="training images are shifted by up to this many pixels (0: no "
+            "augmentation)",
+        ),
+    ] = 2
 
 
 class ClassifierConfig(_Section):
-    seed: StrictInt = Field(
-        0, ge=0, description="seed of every random choice: split, initial weights, shuffling"
-    )
-    device: str = Field(
-        "auto", description="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps"
-    )
+    seed: Seed = FitParams.seed
+    device: Device = FitParams.device
     data: ClassifierDataConfig = Field(default_factory=ClassifierDataConfig)
-    training: ClassifierTrainingConfig = Field(default_factory=ClassifierTrainingConfig)
-
-    @field_validator("device")
-    @classmethod
-    def _valid_device(cls, value: str) -> str:
-        base, _, index = value.partition(":")
-        if base not in ("auto", "cpu", "cuda", "mps") or (index and not index.isdigit()):
-            raise ValueError("use auto, cpu, cuda, cuda:N or mps")
-        return value
+    training: ClassifierTraining = Field(default_factory=ClassifierTraining)
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

@@ -12,7 +12,8 @@ Both write into ``<out>.incomplete`` and rename it when complete.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,8 @@ from ae_anomaly.classifier.model import DigitClassifier, DigitClassifierModel
 from ae_anomaly.data.sources import Dataset, load_dataset
 from ae_anomaly.errors import UserError
 from ae_anomaly.fileio import write_json, write_yaml
+from ae_anomaly.nn.callbacks import Callback
 from ae_anomaly.nn.device import select_device
-from ae_anomaly.nn.training import ProgressListener
 from ae_anomaly.report import page as report
 from ae_anomaly.report.metrics import format_number
 from ae_anomaly.runs.folder import CONFIG_FILE, RunFolder
@@ -46,14 +47,8 @@ class ClassifierRunResult:
 
 def classifier_from_config(config: ClassifierConfig) -> DigitClassifierModel:
     """The untrained classifier a config describes."""
-    t = config.training
     return DigitClassifierModel(
-        epochs=t.epochs,
-        batch_size=t.batch_size,
-        learning_rate=t.learning_rate,
-        lr_decay=t.lr_decay,
-        patience=t.patience,
-        max_shift=t.max_shift,
+        **asdict(config.training),
         val_fraction=config.data.val_fraction,
         device=config.device,
         seed=config.seed,
@@ -94,7 +89,7 @@ def train_classifier_run(
     out: Path,
     *,
     overwrite: bool = False,
-    listener: ProgressListener | None = None,
+    callbacks: Sequence[Callback] = (),
 ) -> ClassifierRunResult:
     """Train the classifier ``config`` describes, evaluate it on the test split, write ``out``."""
     started = time.perf_counter()
@@ -116,7 +111,7 @@ def train_classifier_run(
             val_y,
             class_names=dataset.class_names,
             dataset=dataset.name,
-            listener=listener,
+            callbacks=callbacks,
         )
         metrics = {
             "dataset": dataset.name,

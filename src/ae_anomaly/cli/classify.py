@@ -47,9 +47,10 @@ def classify_train(
     from ae_anomaly.classifier.run import train_classifier_run
 
     console = Console(stderr=True, quiet=quiet)
-    listener = None if quiet else RichProgress(console)
-    with listener or contextlib.nullcontext():
-        result = train_classifier_run(config, out, overwrite=overwrite, listener=listener)
+    progress = None if quiet else RichProgress(console)
+    callbacks = [progress] if progress is not None else []
+    with progress or contextlib.nullcontext():
+        result = train_classifier_run(config, out, overwrite=overwrite, callbacks=callbacks)
     if not quiet:
         print_class_table(Console(), result.metrics, result.seconds)
         Console().print(

@@ -54,15 +54,16 @@ def compare(
     out = out or default_out("compare", config.data.dataset)
 
     console = Console(stderr=True, quiet=quiet)
-    listener = None if quiet else RichProgress(console)
+    progress = None if quiet else RichProgress(console)
+    callbacks = [progress] if progress is not None else []
 
     def announce(name: str) -> None:
-        if listener is not None:
-            listener.label = f"{name} "
+        if progress is not None:
+            progress.label = f"{name} "
 
-    with listener or contextlib.nullcontext():
+    with progress or contextlib.nullcontext():
         rows = compare_models(
-            config, models, out, overwrite=overwrite, listener=listener, on_model=announce
+            config, models, out, overwrite=overwrite, callbacks=callbacks, on_model=announce
         )
     if not quiet:
         click.echo(markdown_tables(rows))  # plain text: a table to paste, not to wrap
@@ -118,13 +119,14 @@ def benchmark(
     from ae_anomaly.runs.benchmark import run_benchmark
 
     console = Console(stderr=True, quiet=quiet)
-    listener = None if quiet else RichProgress(console)
+    progress = None if quiet else RichProgress(console)
+    callbacks = [progress] if progress is not None else []
 
     def announce(normal_class: int, seed: int) -> None:
-        if listener is not None:
-            listener.label = f"class {normal_class} seed {seed} "
+        if progress is not None:
+            progress.label = f"class {normal_class} seed {seed} "
 
-    with listener or contextlib.nullcontext():
+    with progress or contextlib.nullcontext():
         result = run_benchmark(
             config,
             chosen,
@@ -132,7 +134,7 @@ def benchmark(
             out,
             overwrite=overwrite,
             resume=resume,
-            listener=listener,
+            callbacks=callbacks,
             on_cell=announce,
         )
     if not quiet:

@@ -1,9 +1,9 @@
-"""Progress bars: one per training epoch with the running loss, and a plain count of items done."""
+"""Progress bars: one per training epoch with the running loss (a training callback), and a
+plain count of items done."""
 
 from __future__ import annotations
 
 from types import TracebackType
-from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import (
@@ -15,16 +15,18 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-if TYPE_CHECKING:  # importing training would load torch, which the CLI defers
-    from ae_anomaly.nn.training import EpochRecord
+from ae_anomaly.nn.callbacks import Callback, EpochRecord, Fit
 
 
-class RichProgress:
-    """Implements training.ProgressListener with rich; use as a context manager."""
+class RichProgress(Callback):
+    """A training callback that shows a rich bar per epoch; use as a context manager.
+
+    An ensemble's bars say which member is training.
+    """
 
     def __init__(self, console: Console) -> None:
         self._progress = Progress(
-            TextColumn("{task.fields[label]}epoch {task.fields[epoch]}"),
+            TextColumn("{task.fields[label]}{task.fields[member]}epoch {task.fields[epoch]}"),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("loss {task.fields[loss]}"),
@@ -49,18 +51,19 @@ class RichProgress:
         if self._task is not None:  # stopping a bar never started prints a blank line
             self._progress.stop()
 
-    def start_epoch(self, epoch: int, n_batches: int) -> None:
+    def on_epoch_start(self, fit: Fit, epoch: int, n_batches: int) -> None:
         if self._task is None:
             self._progress.start()
+        member = f"member {fit.member + 1}/{fit.members} " if fit.members > 1 else ""
         self._task = self._progress.add_task(
-            "train", total=n_batches, epoch=epoch, loss="-", label=self.label
+            "train", total=n_batches, epoch=epoch, loss="-", label=self.label, member=member
         )
 
-    def batch_done(self, running_loss: float) -> None:
+    def on_batch_end(self, fit: Fit, running_loss: float) -> None:
         if self._task is not None:
             self._progress.update(self._task, advance=1, loss=f"{running_loss:.5f}")
 
-    def end_epoch(self, record: EpochRecord) -> None:
+    def on_epoch_end(self, fit: Fit, record: EpochRecord) -> None:
         if self._task is not None:
             self._progress.update(
                 self._task, loss=f"{record.train_loss:.5f}  val {record.val_loss:.5f}"

@@ -37,9 +37,12 @@ def run(
     from ae_anomaly.runs.experiment import run_experiment
 
     console = Console(stderr=True, quiet=quiet)
-    listener = None if quiet else RichProgress(console)
-    with listener or contextlib.nullcontext():
-        result = run_experiment(config, out, overwrite=overwrite, resume=resume, listener=listener)
+    progress = None if quiet else RichProgress(console)
+    callbacks = [progress] if progress is not None else []
+    with progress or contextlib.nullcontext():
+        result = run_experiment(
+            config, out, overwrite=overwrite, resume=resume, callbacks=callbacks
+        )
     if not quiet:
         summary = print_summary if "at_threshold" in result.metrics else print_ranking
         if config.scenario == "guard":

@@ -110,7 +110,7 @@ def score_chunks(
     threshold = float(detector.threshold_)
     summary = ScoreSummary()
     for chunk in chunks:
-        scores = detector.score_samples(chunk.images)
+        scores = detector.decision_function(chunk.images)
         maps = detector.reconstruct(chunk.images)[1] if error_maps is not None else None
         for i, (name, score) in enumerate(zip(chunk.names, scores.tolist(), strict=True)):
             is_anomaly = score > threshold

@@ -1,0 +1,1 @@
+"""The anomaly detector: AutoencoderDetector (estimator.py) and its saved folder (files.py)."""

@@ -398,6 +398,14 @@ class WithCode(nn.Module):
         return self.model.decode(code), code  # type: ignore[operator]
 
 
+def register_model(name: str, build: Callable[..., Autoencoder], description: str) -> None:
+    """Make ``build`` (input_shape, **kwargs) -> Autoencoder available as model ``name``
+    (for experiments outside the package; a name already taken is an error)."""
+    if name in MODELS:
+        raise ValueError(f"a model named {name!r} is already registered")
+    MODELS[name] = ModelEntry(build, description)
+
+
 def model_names() -> list[str]:
     return list(MODELS)
 

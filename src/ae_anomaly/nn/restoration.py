@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 
 from ae_anomaly.data.corruptions import random_shifts, resample
-from ae_anomaly.nn.training import Restore
+from ae_anomaly.nn.loop import Restore
 
 RESTORATIONS = ("none", "rotate-to-upright")
 # The corruptions scenario's default resampling factor: training images are

@@ -49,7 +49,7 @@ def write_ranking(
     if data.ranked is None:
         raise ValueError("the unsupervised scenario needs a RankingSet")
     ranked = data.ranked
-    scores = detector.score_samples(ranked.images)
+    scores = detector.decision_function(ranked.images)
     order = np.argsort(-scores, kind="stable")  # most anomalous first
     ranks = np.empty(len(scores), dtype=np.int64)
     ranks[order] = np.arange(1, len(scores) + 1)

@@ -25,14 +25,13 @@ from matplotlib.figure import Figure
 from ae_anomaly.config import RunConfig, read_yaml, validate_config
 from ae_anomaly.scenarios.splits import checked_class, labelled_test, one_class_scenario
 from ae_anomaly.data.sources import Dataset, load_dataset
-from ae_anomaly.detector.estimator import detector_from_config
 from ae_anomaly.errors import UserError
-from ae_anomaly.runs.experiment import evaluate_scores
+from ae_anomaly.runs.experiment import detector_from_config, evaluate_scores
 from ae_anomaly.fileio import write_bytes, write_json, write_text, write_yaml
 from ae_anomaly.nn.models import build_model
 from ae_anomaly.runs.folder import CONFIG_FILE, RunFolder
 from ae_anomaly.report.page import figure_png
-from ae_anomaly.nn.training import ProgressListener
+from ae_anomaly.nn.callbacks import Callback
 
 PLAN_FILE = "plan.json"
 CELLS_DIR = "cells"
@@ -79,7 +78,7 @@ def run_benchmark(
     *,
     overwrite: bool = False,
     resume: bool = False,
-    listener: ProgressListener | None = None,
+    callbacks: Sequence[Callback] = (),
     on_cell: Callable[[int, int], None] | None = None,
 ) -> BenchmarkResult:
     """Train and test one detector per (class, seed); write tables and a plot to ``out``.
@@ -108,7 +107,7 @@ def run_benchmark(
         for k in chosen:
             if on_cell is not None:
                 on_cell(k, seed)
-            cells.append(_cached_or_run(folder.work, config, dataset, k, seed, listener))
+            cells.append(_cached_or_run(folder.work, config, dataset, k, seed, callbacks))
     summary = summarise(cells, dataset, config, time.perf_counter() - started)
     markdown = markdown_table(summary)
     write_json(folder.work / "benchmark.json", summary)
@@ -150,12 +149,12 @@ def _cached_or_run(
     dataset: Dataset,
     normal_class: int,
     seed: int,
-    listener: ProgressListener | None,
+    callbacks: Sequence[Callback],
 ) -> Cell:
     path = work / CELLS_DIR / f"class{normal_class}-seed{seed}.json"
     if path.exists():
         return Cell(**json.loads(path.read_text()))
-    cell = run_cell(config, dataset, normal_class, seed, listener)
+    cell = run_cell(config, dataset, normal_class, seed, callbacks)
     write_json(path, asdict(cell))
     return cell
 
@@ -165,17 +164,17 @@ def run_cell(
     dataset: Dataset,
     normal_class: int,
     seed: int,
-    listener: ProgressListener | None = None,
+    callbacks: Sequence[Callback] = (),
 ) -> Cell:
     """Train on ``normal_class`` with ``seed``, score the test split, measure."""
     data_config = config.data.model_copy(update={"normal_class": normal_class})
     cell_config = config.model_copy(update={"data": data_config, "seed": seed})
     data = one_class_scenario(dataset, data_config, seed)
     started = time.perf_counter()
-    detector = detector_from_config(cell_config).fit(data.train, data.val, listener=listener)
+    detector = detector_from_config(cell_config).fit(data.train, validation=data.val, callbacks=callbacks)
     trained = time.perf_counter()
     test = labelled_test(data)
-    scores = detector.score_samples(test.images)
+    scores = detector.decision_function(test.images)
     metrics = evaluate_scores(
         scores, test, float(detector.threshold_), config.corruptions.angle_bands
     )
@@ -228,7 +227,7 @@ def summarise(
         "recipe": {
             "model": config.model,
             "model_args": config.model_args,
-            "training": config.training.model_dump(mode="json"),
+            "training": asdict(config.training),
             "score": config.detector.score,
             "threshold": config.detector.threshold,
         },

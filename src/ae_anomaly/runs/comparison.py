@@ -9,7 +9,7 @@ and corrupted digits, and AUROC against noise strength per model.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Sequence, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,16 +19,15 @@ from matplotlib.figure import Figure
 
 from ae_anomaly.config import RunConfig
 from ae_anomaly.scenarios.splits import ScenarioData, TestSet, labelled_test
-from ae_anomaly.detector.estimator import detector_from_config
 from ae_anomaly.errors import UserError
 from ae_anomaly.report.metrics import format_number
-from ae_anomaly.runs.experiment import prepare_data, score_test_set
+from ae_anomaly.runs.experiment import detector_from_config, prepare_data, score_test_set
 from ae_anomaly.fileio import write_bytes, write_json, write_text, write_yaml
 from ae_anomaly.nn.models import build_model, parameter_count
 from ae_anomaly.runs.folder import CONFIG_FILE, RunFolder
 from ae_anomaly.report.page import figure_png
 from ae_anomaly.scores.scorer import require_code
-from ae_anomaly.nn.training import ProgressListener
+from ae_anomaly.nn.callbacks import Callback
 
 DEFAULT_MODELS = ("fc-small", "fc-deep", "conv-strided", "conv-bn", "conv-keras")
 # Test images per kind shown in the reconstruction figure.
@@ -71,7 +70,7 @@ def compare_models(
     out: Path,
     *,
     overwrite: bool = False,
-    listener: ProgressListener | None = None,
+    callbacks: Sequence[Callback] = (),
     on_model: Callable[[str], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Train and evaluate each of ``models`` on the data ``config`` describes; write to ``out``."""
@@ -88,7 +87,7 @@ def compare_models(
         require_code(config.detector.score, build_model(name, shape), name)
     folder.prepare(overwrite=overwrite, resume=False)
     try:
-        rows = _run_all(config, models, data, folder.work, listener, on_model)
+        rows = _run_all(config, models, data, folder.work, callbacks, on_model)
     except BaseException:
         folder.discard()  # a comparison cannot be resumed: leave nothing half-written
         raise
@@ -101,7 +100,7 @@ def _run_all(
     models: list[str],
     data: ScenarioData,
     work: Path,
-    listener: ProgressListener | None,
+    callbacks: Sequence[Callback],
     on_model: Callable[[str], None] | None,
 ) -> list[dict[str, Any]]:
     write_yaml(work / CONFIG_FILE, {**config.to_dict(), "models": models})
@@ -111,7 +110,7 @@ def _run_all(
     for name in models:
         if on_model is not None:
             on_model(name)
-        results.append(_train_and_score(config, name, data, examples, work, listener))
+        results.append(_train_and_score(config, name, data, examples, work, callbacks))
     rows = [r.row() for r in results]
     write_json(work / "comparison.json", {"models": rows})
     write_text(work / "comparison.md", markdown_tables(rows))
@@ -129,11 +128,11 @@ def _train_and_score(
     data: ScenarioData,
     examples: np.ndarray,
     folder: Path,
-    listener: ProgressListener | None,
+    callbacks: Sequence[Callback],
 ) -> ModelResult:
     model_config = config.model_copy(update={"model": name, "model_args": {}})
     started = time.perf_counter()
-    detector = detector_from_config(model_config).fit(data.train, data.val, listener=listener)
+    detector = detector_from_config(model_config).fit(data.train, validation=data.val, callbacks=callbacks)
     seconds = time.perf_counter() - started
     test = labelled_test(data)
     _, metrics = score_test_set(detector, test, config.corruptions.angle_bands)

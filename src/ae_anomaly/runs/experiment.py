@@ -8,18 +8,20 @@ around ``run_experiment``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import csv
 import io
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import yaml
 
-from ae_anomaly.config import DataConfig, RunConfig, read_yaml
+from ae_anomaly.config import DataConfig, RunConfig, read_yaml, validate_config
 from ae_anomaly.data.folder import FolderDataset, load_image_source
 from ae_anomaly.scenarios.splits import (
     ScenarioData,
@@ -31,8 +33,9 @@ from ae_anomaly.scenarios.splits import (
     unsupervised_scenario,
 )
 from ae_anomaly.data.sources import dataset_names, load_dataset
-from ae_anomaly.detector.estimator import AutoencoderDetector, detector_from_config
+from ae_anomaly.detector.estimator import AutoencoderDetector
 from ae_anomaly.errors import UserError
+from ae_anomaly.params import ScoreParams, group_fields
 from ae_anomaly.report.metrics import evaluate
 from ae_anomaly.fileio import write_json, write_text, write_yaml
 from ae_anomaly.scenarios.guard import CLASSIFIER_DIR, guard_classifier, write_guard
@@ -41,7 +44,7 @@ from ae_anomaly.runs.folder import CONFIG_FILE, RunFolder
 from ae_anomaly.report.ranking import write_ranking
 from ae_anomaly.report.page import Examples, write_report
 from ae_anomaly.scores.thresholds import parse_threshold
-from ae_anomaly.nn.training import ProgressListener
+from ae_anomaly.nn.callbacks import Callback
 
 CHECKPOINT_DIR = "checkpoint"
 # Fields a resumed run may change: they do not alter what was computed so far.
@@ -61,7 +64,7 @@ def run_experiment(
     *,
     overwrite: bool = False,
     resume: bool = False,
-    listener: ProgressListener | None = None,
+    callbacks: Sequence[Callback] = (),
 ) -> RunResult:
     """Run the experiment ``config`` describes and leave every artefact in ``out``."""
     started = time.perf_counter()
@@ -85,12 +88,16 @@ def run_experiment(
     try:
         # The classifier first: a saved one that does not fit fails before any training.
         classifier = (
-            guard_classifier(config, data, folder.work, listener)
+            guard_classifier(config, data, folder.work, callbacks)
             if config.scenario == "guard"
             else None
         )
         detector = detector_from_config(config).fit(
-            data.train, data.val, checkpoint_dir=checkpoint_dir, resume=resuming, listener=listener
+            data.train,
+            validation=data.val,
+            checkpoint_dir=checkpoint_dir,
+            resume=resuming,
+            callbacks=callbacks,
         )
     except BaseException:
         # Without a checkpoint there is nothing to resume: leave no folder behind.
@@ -108,6 +115,20 @@ def run_experiment(
     write_json(folder.work / "metrics.json", metrics)
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
     return RunResult(folder.finish(), metrics, metrics["seconds"])
+
+
+def detector_from_config(config: RunConfig) -> AutoencoderDetector:
+    """The untrained detector a RunConfig describes: its parameter groups, as they are."""
+    score = {name: getattr(config.detector, name) for name in group_fields(ScoreParams)}
+    return AutoencoderDetector(
+        model=config.model,
+        model_args=config.model_args,
+        **score,
+        **asdict(config.training),
+        val_fraction=config.data.val_fraction,
+        device=config.device,
+        seed=config.seed,
+    )
 
 
 def prepare_data(config: RunConfig) -> ScenarioData:
@@ -140,7 +161,8 @@ def check_resumable(folder: RunFolder, config: RunConfig) -> None:
     saved_path = folder.work / CONFIG_FILE
     if not saved_path.exists():
         return  # RunFolder.prepare explains what is missing
-    saved = _flatten(read_yaml(saved_path))
+    # Validated, so that a field added since the run started counts at its default.
+    saved = _flatten(validate_config(read_yaml(saved_path)).to_dict())
     new = _flatten(config.to_dict())
     changed = sorted(k for k in saved.keys() | new.keys() if saved.get(k) != new.get(k))
     resumable = set(RESUMABLE_CHANGES)
@@ -173,7 +195,7 @@ def score_test_set(
     kind_order: tuple[str, ...] | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Per-image scores of the test set and the metrics at the detector's threshold."""
-    scores = detector.score_samples(test.images)
+    scores = detector.decision_function(test.images)
     return scores, evaluate_scores(
         scores, test, float(detector.threshold_), angle_bands, kind_order
     )
@@ -204,7 +226,7 @@ def write_artefacts(
     """Score the test set; write the detector, scores.csv and the report; return the metrics."""
     test = labelled_test(data)
     bands = config.corruptions.angle_bands
-    scores = detector.score_samples(test.images)
+    scores = detector.decision_function(test.images)
     if config.detector.threshold_data == "test-normal":
         # Reproduces projects that fitted the threshold on the normal *test* images;
         # the metrics say so, since it uses test labels.

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +24,7 @@ from numpy.typing import NDArray
 from ae_anomaly.classifier.model import DigitClassifierModel
 from ae_anomaly.errors import UserError
 from ae_anomaly.fileio import write_text
-from ae_anomaly.nn.training import ProgressListener
+from ae_anomaly.nn.callbacks import Callback
 from ae_anomaly.report.metrics import format_number
 from ae_anomaly.report.page import Plot, figure_png, html_table, plot_loss, render_page, write_page
 from ae_anomaly.scenarios.splits import ScenarioData, TestSet, labelled_test
@@ -38,7 +39,7 @@ COVERAGES = (1.0, 0.9, 0.8, 0.7, 0.6)
 
 
 def guard_classifier(
-    config: RunConfig, data: ScenarioData, work: Path, listener: ProgressListener | None
+    config: RunConfig, data: ScenarioData, work: Path, callbacks: Sequence[Callback]
 ) -> DigitClassifierModel:
     """The classifier to guard: ``config.guard.classifier``, or one trained here.
 
@@ -59,7 +60,7 @@ def guard_classifier(
             data.val,
             data.val_labels,
             dataset=config.data.dataset,
-            listener=listener,
+            callbacks=callbacks,
         )
     shape = tuple(data.train.shape[1:])
     if tuple(classifier.input_shape_) != shape:
@@ -80,7 +81,7 @@ def write_guard(
 ) -> dict[str, Any]:
     """Classify and score the test set; write both models, scores.csv, the page; return metrics."""
     test = labelled_test(data)
-    scores = detector.score_samples(test.images)
+    scores = detector.decision_function(test.images)
     proba = classifier.predict_proba(test.images)
     predicted = proba.argmax(axis=1)
     correct = predicted == test.source_label

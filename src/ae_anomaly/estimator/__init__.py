@@ -1,0 +1,1 @@
+"""What every fitted model of the package shares: the estimator base and its saved files."""

@@ -1,0 +1,103 @@
+"""Checkpoints: after every epoch one file, from which a resumed fit continues exactly.
+
+The file holds the weights, the best weights, the optimizer state and the progress
+(as JSON metadata), all in one safetensors file written atomically, so it is complete
+or absent. The ``Checkpoint`` callback writes it and, on resume, reads it back before
+the first epoch; an ensemble's member i > 0 keeps its file in ``member-i/``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from ae_anomaly.errors import UserError
+from ae_anomaly.fileio import atomic_write
+from ae_anomaly.nn.callbacks import Callback, EpochRecord, Fit, TrainState
+
+CHECKPOINT_NAME = "checkpoint.safetensors"
+
+
+class Checkpoint(Callback):
+    """Saves the fit after every epoch into ``directory``; with ``resume``, starts from it."""
+
+    def __init__(self, directory: Path, *, resume: bool = False) -> None:
+        self.directory = directory
+        self.resume = resume
+
+    def folder(self, member: int) -> Path:
+        return self.directory if member == 0 else self.directory / f"member-{member}"
+
+    def on_fit_start(self, fit: Fit) -> None:
+        folder = self.folder(fit.member)
+        if self.resume and (folder / CHECKPOINT_NAME).exists():
+            fit.state = load_checkpoint(folder, fit.model, fit.optimizer)
+
+    def on_epoch_end(self, fit: Fit, record: EpochRecord) -> None:
+        save_checkpoint(self.folder(fit.member), fit.model, fit.optimizer, fit.state)
+
+
+def save_checkpoint(
+    directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: TrainState
+) -> None:
+    """One file: model, best model and optimizer tensors, with progress as JSON metadata."""
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    tensors |= {f"best.{k}": v for k, v in state.best_weights.items()}
+    optimizer_state = optimizer.state_dict()
+    for index, values in optimizer_state["state"].items():
+        tensors |= {f"optimizer.{index}.{k}": torch.as_tensor(v) for k, v in values.items()}
+    metadata = {
+        "progress": json.dumps(
+            {
+                "history": [asdict(r) for r in state.history],
+                "best_epoch": state.best_epoch,
+                "best_val_loss": state.best_val_loss,
+            }
+        ),
+        "param_groups": json.dumps(optimizer_state["param_groups"]),
+    }
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    atomic_write(
+        directory / CHECKPOINT_NAME, lambda tmp: save_file(tensors, str(tmp), metadata=metadata)
+    )
+
+
+def load_checkpoint(
+    directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer
+) -> TrainState:
+    """Restore model and optimizer in place; return the progress with the best weights."""
+    path = directory / CHECKPOINT_NAME
+    device = next(model.parameters()).device
+    try:
+        with safe_open(str(path), framework="pt", device=str(device)) as handle:
+            metadata = handle.metadata() or {}
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
+        model.load_state_dict(_with_prefix(tensors, "model."))
+        optimizer.load_state_dict(_optimizer_state(tensors, metadata))
+        raw = json.loads(metadata["progress"])
+        return TrainState(
+            history=[EpochRecord(**r) for r in raw["history"]],
+            best_epoch=raw["best_epoch"],
+            best_val_loss=raw["best_val_loss"],
+            best_weights=_with_prefix(tensors, "best."),
+        )
+    except (SafetensorError, OSError, KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise UserError(f"cannot resume from checkpoint {path}: {exc}") from None
+
+
+def _with_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k.removeprefix(prefix): v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+def _optimizer_state(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> dict[str, Any]:
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in _with_prefix(tensors, "optimizer.").items():
+        index, name = key.split(".", 1)
+        state.setdefault(int(index), {})[name] = value
+    return {"state": state, "param_groups": json.loads(metadata["param_groups"])}

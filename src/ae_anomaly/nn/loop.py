@@ -1,0 +1,179 @@
+"""The fit loop: mini-batches from in-memory tensors, a validation loss per epoch, the best
+weights kept; everything else (progress, checkpoints, early stopping) is a callback.
+
+The loop knows nothing about any particular architecture. By default it trains an
+autoencoder (the target of an image is the image itself); given targets and a loss it
+trains any supervised model, e.g. the digit classifier with labels and cross-entropy.
+Its settings are ``params.TrainingParams``, the same object the config file and the
+estimators hold.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ae_anomaly.nn.callbacks import Callback, EpochRecord, Fit, TrainState
+from ae_anomaly.params import TrainingParams
+
+# (model output, target) -> the mean loss of a batch, a scalar tensor.
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# (training batch, the epoch's generator) -> the batch as the model sees it, e.g.
+# randomly shifted; drawing from the epoch's generator keeps a resumed run exact.
+Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+# (training batch, the epoch's generator) -> (what the model sees, what it must
+# give back): an autoencoder trained to restore a changed image (restoration.py).
+Restore = Callable[[torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class Task:
+    """What the model learns: the loss, and optionally how a batch is changed first and
+    the target of each image (None: an autoencoder's target is its own input)."""
+
+    loss: LossFn
+    augment: Augment | None = None
+    restore: Restore | None = None
+    train_targets: torch.Tensor | None = None
+    val_targets: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if (self.train_targets is None) != (self.val_targets is None):
+            raise ValueError("give both train_targets and val_targets, or neither")
+        if self.restore is not None and (
+            self.train_targets is not None or self.augment is not None
+        ):
+            raise ValueError("restore makes its own inputs and targets: give no targets or augment")
+
+
+def train(
+    model: nn.Module,
+    train_images: torch.Tensor,
+    val_images: torch.Tensor,
+    params: TrainingParams,
+    task: Task,
+    *,
+    seed: int = 0,
+    callbacks: Sequence[Callback] = (),
+    member: int = 0,
+    members: int = 1,
+) -> TrainState:
+    """Train ``model`` in place; end with the weights of its best validation loss.
+
+    ``seed`` fixes the shuffling of every epoch; ``member`` / ``members`` tell the
+    callbacks which network of an ensemble this is.
+    """
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=params.learning_rate, weight_decay=params.weight_decay
+    )
+    state = TrainState(best_weights=copy.deepcopy(model.state_dict()))
+    fit = Fit(model, optimizer, state, member=member, members=members)
+    _call(callbacks, "on_fit_start", fit)
+    while fit.state.epochs_done < params.epochs and not fit.state.stop:
+        epoch = fit.state.epochs_done + 1
+        started = time.perf_counter()
+        if params.lr_decay != 1.0:
+            for group in optimizer.param_groups:
+                group["lr"] = params.learning_rate * params.lr_decay ** (epoch - 1)
+        train_loss = _train_epoch(fit, train_images, params, task, seed, epoch, callbacks)
+        # Positional: tests replace evaluate_loss with a stand-in taking *args.
+        val_loss = evaluate_loss(model, val_images, params.batch_size, task)
+        record = EpochRecord(epoch, train_loss, val_loss, time.perf_counter() - started)
+        fit.state.history.append(record)
+        if val_loss < fit.state.best_val_loss:
+            fit.state.best_epoch, fit.state.best_val_loss = epoch, val_loss
+            fit.state.best_weights = copy.deepcopy(model.state_dict())
+        _call(callbacks, "on_epoch_end", fit, record)
+    model.load_state_dict(fit.state.best_weights)
+    _call(callbacks, "on_fit_end", fit)
+    return fit.state
+
+
+def _call(callbacks: Sequence[Callback], hook: str, *args: object) -> None:
+    for callback in callbacks:
+        getattr(callback, hook)(*args)
+
+
+def _train_epoch(
+    fit: Fit,
+    images: torch.Tensor,
+    params: TrainingParams,
+    task: Task,
+    seed: int,
+    epoch: int,
+    callbacks: Sequence[Callback],
+) -> float:
+    model, optimizer = fit.model, fit.optimizer
+    model.train()
+    # A generator per epoch, seeded from (seed, epoch): a resumed run shuffles
+    # exactly as an uninterrupted one without saving any RNG state.
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    order = torch.randperm(len(images), generator=generator).to(images.device)
+    n_batches = math.ceil(len(images) / params.batch_size)
+    _call(callbacks, "on_epoch_start", fit, epoch, n_batches)
+    total, count = 0.0, 0
+    for step, start in enumerate(range(0, len(images), params.batch_size)):
+        if params.schedule == "cosine":
+            _set_cosine_rate(optimizer, params, (epoch - 1) * n_batches + step, n_batches)
+        index = order[start : start + params.batch_size]
+        batch = images[index]
+        if task.augment is not None:
+            batch = task.augment(batch, generator)
+        # An autoencoder's target is its (augmented) input, unless it restores.
+        target = batch if task.train_targets is None else task.train_targets[index]
+        if task.restore is not None:
+            batch, target = task.restore(batch, generator)
+        loss = task.loss(model(batch), target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += loss.item() * len(batch)
+        count += len(batch)
+        _call(callbacks, "on_batch_end", fit, total / count)
+    return total / count
+
+
+def _set_cosine_rate(
+    optimizer: torch.optim.Optimizer, params: TrainingParams, step: int, n_batches: int
+) -> None:
+    total = params.epochs * n_batches
+    rate = params.learning_rate * 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+    for group in optimizer.param_groups:
+        group["lr"] = rate
+
+
+def evaluate_loss(model: nn.Module, images: torch.Tensor, batch_size: int, task: Task) -> float:
+    """Mean loss over ``images`` in eval mode (batch-norm uses its running statistics).
+
+    The targets are the images themselves unless the task has targets.
+    """
+    model.eval()
+    total = 0.0
+    step = batch_size * 4
+    with torch.inference_mode():
+        for start in range(0, len(images), step):
+            batch = images[start : start + step]
+            targets = task.val_targets
+            target = batch if targets is None else targets[start : start + step]
+            total += task.loss(model(batch), target).item() * len(batch)
+    return total / len(images)
+
+
+def reconstruction_loss(kind: str) -> LossFn:
+    """The training loss named ``kind``: mse, mae or bce, averaged over pixels and images."""
+    if kind == "mse":
+        return nn.functional.mse_loss
+    if kind == "mae":
+        return nn.functional.l1_loss
+    if kind == "bce":
+        # Pixels in [0, 1] read as probabilities. Unlike MSE and MAE, its gradient
+        # does not vanish when a sigmoid output saturates, which lets models
+        # without batch-norm (conv-keras) escape an all-black start.
+        return nn.functional.binary_cross_entropy
+    raise ValueError(f"unknown loss {kind!r}; choose mse, mae or bce")

@@ -1,0 +1,239 @@
+"""The parameter groups: one typed definition each, for the config file, the flags, the
+estimators and the training loop.
+
+Each group is a dataclass whose fields carry their type, default, constraints and help
+text (as pydantic ``Annotated`` metadata). The config file's sections are these
+dataclasses (pydantic validates them), the command line makes one flag per field, the
+estimators inherit the fields as their keyword arguments (scikit-learn's ``get_params``
+and ``clone`` see them), and the training loop reads them. So a new training option is
+one field in ``TrainingParams`` (every model) or ``AutoencoderTraining`` (the detector).
+
+The defaults here are the package's defaults, the only ones: ``AutoencoderDetector()``
+and a run without a scenario recipe get exactly these (a recipe is a scenario's
+measured deviation from them, declared by the scenario). No torch here: the command
+line checks a value before torch loads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import AfterValidator, ConfigDict, Field, Strict, TypeAdapter, ValidationError
+from pydantic.fields import FieldInfo
+
+from ae_anomaly.errors import UserError
+from ae_anomaly.scores.names import SCORE_FORMS, parse_score
+from ae_anomaly.scores.thresholds import parse_threshold
+
+# Unknown keys are errors: a typo must not silently fall back to a default.
+SECTION_CONFIG = ConfigDict(extra="forbid", validate_default=True)
+# Keeps an ensemble small enough to train in minutes and to export as one graph.
+MAX_MEMBERS = 10
+
+
+def _parsable(parse: typing.Callable[[str], object]) -> AfterValidator:
+    """A validator accepting what ``parse`` accepts; its UserError becomes the field's error."""
+
+    def check(value: str) -> str:
+        try:
+            parse(value)
+        except UserError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    return AfterValidator(check)
+
+
+def _device(value: str) -> str:
+    base, _, index = value.partition(":")
+    if base not in ("auto", "cpu", "cuda", "mps") or (index and not index.isdigit()):
+        raise ValueError("use auto, cpu, cuda, cuda:N or mps")
+    return value
+
+
+# -- the field types, each with its rule and help text --------------------------------------
+
+Seed = Annotated[
+    int, Strict(), Field(ge=0, description="seed of every random choice: same seed, same scores")
+]
+Device = Annotated[
+    str,
+    AfterValidator(_device),
+    Field(description="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps"),
+]
+ValFraction = Annotated[
+    float,
+    Field(gt=0, lt=1, description="share of the normal training images held out for validation"),
+]
+Epochs = Annotated[int, Strict(), Field(ge=1, description="maximum number of training epochs")]
+BatchSize = Annotated[int, Strict(), Field(ge=1, description="images per optimisation step")]
+LearningRate = Annotated[float, Field(gt=0, le=1, description="Adam learning rate")]
+LrDecay = Annotated[
+    float, Field(gt=0, le=1, description="learning rate multiplied by this after every epoch")
+]
+Patience = Annotated[
+    int,
+    Strict(),
+    Field(ge=1, description="stop after this many epochs without a better validation loss"),
+]
+
+
+@dataclass(kw_only=True)
+class FitParams:
+    """What every estimator's fit shares: the held-out share, the device, the seed."""
+
+    __pydantic_config__ = SECTION_CONFIG
+
+    val_fraction: ValFraction = 0.1
+    device: Device = "auto"
+    seed: Seed = 0
+
+
+@dataclass(kw_only=True)
+class TrainingParams:
+    """How a network is trained: the training loop's settings, for every model."""
+
+    __pydantic_config__ = SECTION_CONFIG
+
+    epochs: Epochs = 6
+    batch_size: BatchSize = 128
+    learning_rate: LearningRate = 1e-3
+    # The rate of epoch e is learning_rate * lr_decay ** (e - 1): a function of the
+    # epoch alone, so a resumed run needs no scheduler state.
+    lr_decay: LrDecay = 1.0
+    weight_decay: Annotated[
+        float, Field(ge=0, le=1, description="Adam's L2 penalty on the weights (0: none)")
+    ] = 0.0
+    patience: Patience = 2
+    schedule: Annotated[
+        Literal["constant", "cosine"],
+        Field(
+            description="learning rate: constant, or cosine (falling to 0 over all epochs' steps)"
+        ),
+    ] = "constant"
+
+
+@dataclass(kw_only=True)
+class AutoencoderTraining(TrainingParams):
+    """The training loop's settings plus what only an autoencoder's training has."""
+
+    loss: Annotated[
+        Literal["mse", "mae", "bce"],
+        Field(description="training loss: mse, mae or bce (binary cross-entropy on pixels)"),
+    ] = "mse"
+    restore: Annotated[
+        Literal["none", "rotate-to-upright"],
+        Field(
+            description="restoration training: none, or rotate-to-upright (a share of the "
+            "training images is rotated and the model must return them upright; teaches the "
+            "model that rotation is an anomaly, so it is knowledge of the anomaly kind)"
+        ),
+    ] = "none"
+    restore_angle: Annotated[
+        float,
+        Field(gt=0, le=180, description="rotate-to-upright: angles are drawn in +-restore_angle"),
+    ] = 30.0
+    restore_share: Annotated[
+        float, Field(gt=0, le=1, description="rotate-to-upright: share of training images rotated")
+    ] = 0.5
+
+
+@dataclass(kw_only=True)
+class ModelParams:
+    """Which network, and its keyword arguments."""
+
+    __pydantic_config__ = SECTION_CONFIG
+
+    model: Annotated[str, Field(description="architecture name (see models in the README)")] = (
+        "conv-bn"
+    )
+    model_args: Annotated[
+        dict[str, Any] | None,
+        Field(description="keyword arguments of the architecture, e.g. {channels: [16, 32]}"),
+    ] = None
+
+
+@dataclass(kw_only=True)
+class ScoreParams:
+    """How an image becomes one number, how many networks give it, and the threshold rule."""
+
+    __pydantic_config__ = SECTION_CONFIG
+
+    score: Annotated[
+        str,
+        _parsable(parse_score),
+        Field(description=f"per-image score: {SCORE_FORMS} (see README, Scores)"),
+    ] = "mse"
+    threshold: Annotated[
+        str,
+        _parsable(parse_threshold),
+        Field(
+            description="rule fitted on clean validation scores: percentile:Q, mean+Kstd or fixed:V"
+        ),
+    ] = "percentile:95"
+    members: Annotated[
+        int,
+        Field(
+            ge=1,
+            le=MAX_MEMBERS,
+            description="networks trained on the same images from different initial weights; "
+            "the score is the mean of theirs (an ensemble: members times the training time)",
+        ),
+    ] = 1
+
+
+# -- reading the groups ----------------------------------------------------------------------
+
+Group = TypeVar("Group")
+
+
+def group_fields(group: type) -> dict[str, FieldInfo]:
+    """A group's fields (a dataclass here, or a pydantic model) with their types, defaults
+    and help texts, in declaration order."""
+    model_fields = getattr(group, "model_fields", None)
+    if model_fields is not None:
+        return dict(model_fields)
+    hints = typing.get_type_hints(group, include_extras=True)
+    infos = {}
+    for field in dataclasses.fields(group):
+        default = (
+            field.default_factory()
+            if field.default_factory is not dataclasses.MISSING
+            else field.default
+        )
+        infos[field.name] = FieldInfo.from_annotated_attribute(hints[field.name], default)
+    return infos
+
+
+def is_group(annotation: Any) -> bool:
+    """True for a section type: a parameter group or a pydantic model."""
+    return isinstance(annotation, type) and (
+        dataclasses.is_dataclass(annotation) or hasattr(annotation, "model_fields")
+    )
+
+
+def checked(group: type[Group], source: object, what: str = "parameter") -> Group:
+    """``group`` with its fields read from ``source`` (e.g. an estimator) and validated;
+    a UserError naming the bad field otherwise."""
+    values = {name: getattr(source, name) for name in group_fields(group)}
+    try:
+        return TypeAdapter(group).validate_python(values)
+    except ValidationError as exc:
+        raise UserError(f"invalid {what}: {describe_validation_error(exc)}") from None
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line per problem, each naming its key: ``training.epochs: ... (got 0)``."""
+    parts = []
+    for error in exc.errors():
+        key = ".".join(str(p) for p in error["loc"]) or "config"
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
+            message = "unknown key"
+        elif "input" in error and not isinstance(error["input"], dict):
+            message += f" (got {error['input']!r})"
+        parts.append(f"{key}: {message}")
+    return "; ".join(parts)
