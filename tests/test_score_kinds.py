@@ -27,7 +27,7 @@ from ae_anomaly.scenarios.splits import ScenarioData, corruptions_scenario
 from ae_anomaly.scores import code as latent_density
 from ae_anomaly.scores.code import fit_code_density, fit_code_neighbours
 from ae_anomaly.scores.names import parse_score
-from ae_anomaly.scores.pixel import image_scores, ssim_map
+from ae_anomaly.scores.pixel import SSIM, image_scores, ssim_map
 from ae_anomaly.scores.scorer import Scorer
 from tests.helpers import rewrite_weights
 
@@ -104,18 +104,19 @@ def test_code_neighbours_keep_a_seeded_bounded_subset(monkeypatch: pytest.Monkey
     assert torch.allclose(few(queries), torch.cdist(z(queries), z(three)).mean(1), atol=1e-4)
 
 
-def test_a_scorer_needs_exactly_the_fitted_parts_its_terms_use() -> None:
+def test_a_scorer_needs_exactly_the_terms_of_its_score() -> None:
     neighbours = fit_code_neighbours(torch.randn(50, 4), seed=0)
-    with pytest.raises(ValueError, match="reference codes"):
-        Scorer("ssim", neighbours=neighbours)
-    with pytest.raises(ValueError, match="reference codes"):
-        Scorer("ssim+knn")
+    with pytest.raises(ValueError, match="not those of score"):
+        Scorer("ssim", [neighbours])
+    with pytest.raises(ValueError, match="not those of score"):
+        Scorer("ssim+knn", [SSIM()])
+    assert Scorer("ssim+knn", [SSIM(), neighbours]).needs_code
 
 
 def test_single_kind_is_the_raw_score_and_a_combination_the_sum_of_z_scores() -> None:
     x, r = torch.rand(50, 1, 8, 8), torch.rand(50, 1, 8, 8)
-    assert torch.equal(Scorer("mse")(x, r), image_scores(x, r, "mse"))
-    scorer = Scorer("mse+ssim")
+    assert torch.equal(Scorer.fitted("mse", None, 0)(x, r), image_scores(x, r, "mse"))
+    scorer = Scorer.fitted("mse+ssim", None, 0)
     values = scorer.term_values(x, r, None)
     scorer.calibrate(values[:30])
     logged = values.log().double()

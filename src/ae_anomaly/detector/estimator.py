@@ -47,7 +47,7 @@ from ae_anomaly.nn.ensemble import (
 )
 from ae_anomaly.nn.inference import batched_outputs
 from ae_anomaly.nn.loop import Task, reconstruction_loss, train
-from ae_anomaly.nn.models import build_model
+from ae_anomaly.nn.models import build_model, has_code
 from ae_anomaly.nn.restoration import restoration
 from ae_anomaly.params import (
     AutoencoderTraining,
@@ -56,10 +56,9 @@ from ae_anomaly.params import (
     ScoreParams,
     checked,
 )
-from ae_anomaly.scores.code import fit_code_density, fit_code_neighbours
-from ae_anomaly.scores.names import KNN, LATENT, PIXEL_SCORES, parse_score, uses_code
 from ae_anomaly.scores.pixel import error_map
-from ae_anomaly.scores.scorer import Scorer, require_code
+from ae_anomaly.scores.scorer import Scorer
+from ae_anomaly.scores.term import require_code, term_classes, uses_code
 from ae_anomaly.scores.thresholds import parse_threshold
 
 # Images per forward pass when scoring; scoring needs no gradients, so this
@@ -167,7 +166,7 @@ class AutoencoderDetector(ModelParams, ScoreParams, AutoencoderTraining, ImageEs
         seed = member_seed(self.seed, member)
         with seeded(seed):  # the seed fixes the initial weights
             built = build_model(self.model, self.input_shape_, **(self.model_args or {}))
-        require_code(self.score, built, self.model)
+        require_code(self.score, has_code(built), self.model)
         network = placed(built, self.device_)
         state = train(
             network,
@@ -185,26 +184,20 @@ class AutoencoderDetector(ModelParams, ScoreParams, AutoencoderTraining, ImageEs
     def _fit_scorer(
         self, network: nn.Module, member: int, images: torch.Tensor, val: torch.Tensor
     ) -> tuple[Scorer, torch.Tensor]:
-        """``network``'s score with its code density and reference codes fitted on the training
-        codes and calibrated on ``val``, and the (N, T) term values of ``val`` it was calibrated on.
+        """``network``'s score with its terms fitted on the training images (their codes)
+        and calibrated on ``val``, and the (N, T) term values of ``val`` it was calibrated on.
 
-        The code terms see training images, the calibration validation images:
+        The terms see training images, the calibration validation images:
         the threshold, fitted on validation scores, then sees scores of images
         that nothing was fitted on but the calibration's two numbers per term.
         """
-        terms = parse_score(self.score)
-        seed = member_seed(self.seed, member)
-        density = neighbours = None
+        codes = None
         if uses_code(self.score):
             codes = torch.cat(
                 [c for _, [(_, c)] in self._batches(images, [network]) if c is not None]
             )
-            if LATENT in terms:
-                with torch.random.fork_rng(devices=[]):
-                    density = fit_code_density(codes, seed)
-            if KNN in terms:
-                neighbours = fit_code_neighbours(codes, seed)
-        scorer = Scorer(self.score, density, neighbours).to(self.device_)
+        seed = member_seed(self.seed, member)
+        scorer = Scorer.fitted(self.score, codes, seed).to(self.device_)
         values = torch.cat(
             [scorer.term_values(x, *outputs[0]) for x, outputs in self._batches(val, [network])]
         )
@@ -262,10 +255,10 @@ class AutoencoderDetector(ModelParams, ScoreParams, AutoencoderTraining, ImageEs
         return torch.cat(recons).numpy(), torch.cat(maps).numpy()
 
     def error_map_kind(self) -> str:
-        """The pixel score whose map ``reconstruct`` shows: the score's first pixel kind
-        (mse for a score of the code alone, which has no map of its own)."""
-        pixel = [term for term in parse_score(self.score) if term in PIXEL_SCORES]
-        return pixel[0] if pixel else "mse"
+        """The pixel score whose map ``reconstruct`` shows: the score's first term with a
+        map (mse for a score of the code alone, which has no map of its own)."""
+        mapped = [term.name for term in term_classes(self.score) if term.has_map]
+        return mapped[0] if mapped else "mse"
 
     def _batches(
         self, X: Any, networks: list[nn.Module] | None = None

@@ -33,7 +33,7 @@ from ae_anomaly.estimator.files import (
 from ae_anomaly.nn.device import select_device
 from ae_anomaly.nn.ensemble import combined
 from ae_anomaly.nn.models import WithCode, build_model
-from ae_anomaly.scores.scorer import Scorer, empty_scorer
+from ae_anomaly.scores.scorer import Scorer
 
 if TYPE_CHECKING:
     from ae_anomaly.detector.estimator import AutoencoderDetector
@@ -238,7 +238,7 @@ def _saved_scorers(
 def _saved_scorer(spec: str, saved: dict[str, torch.Tensor], path: Path) -> Scorer:
     """One fitted scorer from its saved tensors (keys without prefix)."""
     try:
-        scorer = empty_scorer(spec, saved)
+        scorer = Scorer.from_state(spec, saved)
         scorer.load_state_dict(saved)
     except (UserError, RuntimeError) as exc:
         raise UserError(
@@ -279,16 +279,16 @@ def _check_state_matches(
 def _check_code_width(
     network: nn.Module, scorer: Scorer, input_shape: tuple[int, ...], path: Path
 ) -> None:
-    """Refuse a saved code density or reference codes whose width differs from the model's code."""
-    fitted = [part for part in (scorer.density, scorer.neighbours) if part is not None]
-    if not fitted:
+    """Refuse a saved code term (density, reference codes) fitted for another code width."""
+    widths = [w for w in (term.code_width() for term in scorer.terms) if w is not None]
+    if not widths:
         return
     network.eval()  # batch-norm over a single dummy image needs its running statistics
     with torch.inference_mode():
         width = int(WithCode(network)(torch.zeros(1, *input_shape))[1].flatten(1).shape[1])
-    for part in fitted:
-        if int(part.shift.shape[0]) != width:
+    for fitted_width in widths:
+        if fitted_width != width:
             raise UserError(
-                f"{path} holds a fitted score for codes of {int(part.shift.shape[0])} numbers, "
+                f"{path} holds a fitted score for codes of {fitted_width} numbers, "
                 f"but the model's code has {width}"
             )

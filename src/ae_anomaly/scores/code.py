@@ -31,6 +31,7 @@ from sklearn.mixture import GaussianMixture
 from torch import nn
 
 from ae_anomaly.errors import UserError
+from ae_anomaly.scores.term import Term
 
 MAX_COMPONENTS = 10
 # Added to each covariance's diagonal (codes are standardised first, so this is
@@ -49,8 +50,9 @@ MAX_REFERENCE_CODES = 20_000
 _Fitted = TypeVar("_Fitted", bound=nn.Module)
 
 
-class CodeDensity(nn.Module):
-    """Negative log-likelihood of codes under a full-covariance Gaussian mixture.
+class CodeDensity(Term):
+    """Negative log-likelihood of codes under a full-covariance Gaussian mixture: the
+    score term ``latent``.
 
     Buffers: ``shift`` and ``scale`` (d,) standardise the codes;
     ``log_weights`` (K,), ``means`` (K, d) and ``precision_cholesky``
@@ -63,6 +65,11 @@ class CodeDensity(nn.Module):
     log_weights: torch.Tensor
     means: torch.Tensor
     precision_cholesky: torch.Tensor
+
+    name = "latent"
+    needs_code = True
+    logged = False  # a log-likelihood already, and it can be negative
+    state_key = "density"
 
     def __init__(self, code_size: int, components: int) -> None:
         super().__init__()
@@ -84,9 +91,32 @@ class CodeDensity(nn.Module):
         log_prob = -0.5 * (d * math.log(2 * math.pi) + y.square().sum(dim=2)) + log_det
         return -torch.logsumexp(log_prob + self.log_weights, dim=1)
 
+    @classmethod
+    def fitted(cls, codes: torch.Tensor | None, seed: int) -> CodeDensity:
+        assert codes is not None
+        with torch.random.fork_rng(devices=[]):
+            return fit_code_density(codes, seed)
 
-class CodeNeighbours(nn.Module):
-    """Mean Euclidean distance from each code to its ``NEIGHBOURS`` nearest reference codes.
+    @classmethod
+    def from_state(cls, state: dict[str, torch.Tensor], spec: str) -> CodeDensity:
+        means = state.get("means")
+        if means is None or means.ndim != 2:
+            raise UserError(f"the saved detector lacks the code density its score {spec!r} needs")
+        return cls(code_size=means.shape[1], components=means.shape[0])
+
+    def score(
+        self, images: torch.Tensor, reconstructions: torch.Tensor, codes: torch.Tensor | None
+    ) -> torch.Tensor:
+        assert codes is not None
+        return self(codes)  # type: ignore[no-any-return]
+
+    def code_width(self) -> int | None:
+        return int(self.shift.shape[0])
+
+
+class CodeNeighbours(Term):
+    """Mean Euclidean distance from each code to its ``NEIGHBOURS`` nearest reference codes:
+    the score term ``knn``.
 
     Buffers: ``shift`` and ``scale`` (d,) standardise the codes;
     ``reference`` (M, d) holds the standardised training codes.
@@ -95,6 +125,10 @@ class CodeNeighbours(nn.Module):
     shift: torch.Tensor
     scale: torch.Tensor
     reference: torch.Tensor
+
+    name = "knn"
+    needs_code = True
+    state_key = "neighbours"
 
     def __init__(self, code_size: int, references: int) -> None:
         super().__init__()
@@ -115,6 +149,29 @@ class CodeNeighbours(nn.Module):
         k = min(NEIGHBOURS, int(self.reference.shape[0]))
         nearest = torch.topk(squared, k, dim=1, largest=False).values
         return nearest.sqrt().mean(dim=1)
+
+    @classmethod
+    def fitted(cls, codes: torch.Tensor | None, seed: int) -> CodeNeighbours:
+        assert codes is not None
+        return fit_code_neighbours(codes, seed)
+
+    @classmethod
+    def from_state(cls, state: dict[str, torch.Tensor], spec: str) -> CodeNeighbours:
+        reference = state.get("reference")
+        if reference is None or reference.ndim != 2 or len(reference) == 0:
+            raise UserError(
+                f"the saved detector lacks the reference codes its score {spec!r} needs"
+            )
+        return cls(code_size=reference.shape[1], references=reference.shape[0])
+
+    def score(
+        self, images: torch.Tensor, reconstructions: torch.Tensor, codes: torch.Tensor | None
+    ) -> torch.Tensor:
+        assert codes is not None
+        return self(codes)  # type: ignore[no-any-return]
+
+    def code_width(self) -> int | None:
+        return int(self.shift.shape[0])
 
 
 def fit_code_neighbours(codes: torch.Tensor, seed: int) -> CodeNeighbours:

@@ -1,36 +1,55 @@
-"""The names of the score kinds and how a score name combines them (no torch needed).
+"""The registry of score terms by name, and how a score name combines them (no torch needed).
 
-Kept apart from scoring.py and scorer.py so that the config can check a
-score name without importing torch.
+A score is one term (``mse``) or several joined by ``+`` (``ssim+latent``). Each name
+points at the class that computes it (a ``scores.term.Term``), as "module:Class", so
+the config can check a score name without importing torch; the class is imported only
+when a detector is built. A new term is one module with its Term class plus one line
+in TERMS (or a call to ``register_term`` from outside the package).
 """
 
 from __future__ import annotations
 
 from ae_anomaly.errors import UserError
 
-# Compare image and reconstruction pixel by pixel (scoring.py).
+# Compare image and reconstruction pixel by pixel (pixel.py).
 PIXEL_SCORES: tuple[str, ...] = ("mse", "mae", "blur-mse", "rel-blur", "ssim")
-# How unusual the image's code is among the normal codes (latent_density.py):
-# its negative log-likelihood under a Gaussian mixture, or its mean distance to
-# the nearest training codes.
-LATENT = "latent"
-KNN = "knn"
-CODE_SCORES: tuple[str, ...] = (LATENT, KNN)
-BASE_SCORES: tuple[str, ...] = (*PIXEL_SCORES, *CODE_SCORES)
-SCORE_FORMS = f"one of {', '.join(BASE_SCORES)}, or several joined by '+' (e.g. ssim+latent)"
+TERMS: dict[str, str] = {
+    "mse": "ae_anomaly.scores.pixel:MSE",
+    "mae": "ae_anomaly.scores.pixel:MAE",
+    "blur-mse": "ae_anomaly.scores.pixel:BlurMSE",
+    "rel-blur": "ae_anomaly.scores.pixel:RelBlur",
+    "ssim": "ae_anomaly.scores.pixel:SSIM",
+    # How unusual the image's code is among the normal codes (code.py): its negative
+    # log-likelihood under a Gaussian mixture, or its mean distance to the nearest
+    # training codes.
+    "latent": "ae_anomaly.scores.code:CodeDensity",
+    "knn": "ae_anomaly.scores.code:CodeNeighbours",
+}
+
+
+def score_forms() -> str:
+    """How a score may be written, for help texts and error messages."""
+    return f"one of {', '.join(TERMS)}, or several joined by '+' (e.g. ssim+latent)"
+
+
+SCORE_FORMS = score_forms()
+
+
+def register_term(name: str, target: str) -> None:
+    """Make the Term class at ``target`` ("module:Class") usable as score term ``name``."""
+    if name in TERMS or "+" in name or not name:
+        raise ValueError(f"cannot register a score term named {name!r}")
+    if target.count(":") != 1:
+        raise ValueError(f"a term's target is 'module:Class', got {target!r}")
+    TERMS[name] = target
 
 
 def parse_score(spec: str) -> tuple[str, ...]:
-    """The kinds a score name combines, or a UserError saying what is wrong."""
+    """The term names a score combines, or a UserError saying what is wrong."""
     terms = tuple(spec.split("+"))
     for term in terms:
-        if term not in BASE_SCORES:
-            raise UserError(f"unknown score kind {term!r} in {spec!r}; write {SCORE_FORMS}")
+        if term not in TERMS:
+            raise UserError(f"unknown score kind {term!r} in {spec!r}; write {score_forms()}")
     if len(set(terms)) != len(terms):
         raise UserError(f"score {spec!r} names a kind twice")
     return terms
-
-
-def uses_code(spec: str) -> bool:
-    """True when the score needs the model's code (and so a model that has one)."""
-    return any(term in CODE_SCORES for term in parse_score(spec))

@@ -20,18 +20,20 @@ and channels), never a batch mean. The kinds:
   narrow-code model that blurs clean digits a little still flags noise
   (noise AUROC 1.000 where mse got 0.966, docs/rotation.md).
 
-Scores that need the model's code (``latent``, ``knn``) or combine several kinds live
-in scorer.py; this module is only the pixel comparisons.
+Each kind is also a score term (term.py) at the end of this module; the terms that
+look at the model's code are in code.py, and several terms are combined in scorer.py.
 """
 
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 
 from ae_anomaly.scores.names import PIXEL_SCORES
+from ae_anomaly.scores.term import Term
 
 BLUR_SIGMA = 1.0  # pixels; 0.5 and 2 were worse on one-class MNIST (BENCHMARKS.md)
 # Keeps the ratio finite for two black images.
@@ -105,3 +107,38 @@ def gaussian_blur(
     col = kernel.view(1, 1, -1, 1).repeat(channels, 1, 1, 1)
     out = F.conv2d(images, row, padding=(0, radius), groups=channels)
     return F.conv2d(out, col, padding=(radius, 0), groups=channels)
+
+
+# -- the pixel kinds as score terms ----------------------------------------------------------
+
+
+class PixelTerm(Term):
+    """A comparison of image and reconstruction, pixel by pixel: it fits nothing."""
+
+    kind: ClassVar[str]
+    has_map = True
+
+    def score(
+        self, images: torch.Tensor, reconstructions: torch.Tensor, codes: torch.Tensor | None
+    ) -> torch.Tensor:
+        return image_scores(images, reconstructions, self.kind)
+
+
+class MSE(PixelTerm):
+    name = kind = "mse"
+
+
+class MAE(PixelTerm):
+    name = kind = "mae"
+
+
+class BlurMSE(PixelTerm):
+    name = kind = "blur-mse"
+
+
+class RelBlur(PixelTerm):
+    name = kind = "rel-blur"
+
+
+class SSIM(PixelTerm):
+    name = kind = "ssim"
