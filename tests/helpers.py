@@ -87,3 +87,28 @@ def rewrite_weights(folder: Path, state: dict[str, Any]) -> None:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         meta["weights_sha256"] = digest
         meta_path.write_text(json.dumps(meta), encoding="utf-8")
+
+
+def evaluate_corrupted(
+    scores: Any,
+    labels: Any,
+    kinds: Any,
+    noise_std: Any,
+    angle: Any,
+    threshold: float,
+    angle_bands: Any = (0, 10, 20, 30),
+    kind_order: Any = None,
+) -> dict[str, Any]:
+    """``evaluate`` with the corruptions scenario's groups (noise levels, angle bands)."""
+    import numpy as np
+
+    from ae_anomaly.report.metrics import evaluate, groups_by_band, groups_by_value
+
+    kinds = np.asarray(kinds).astype(str).reshape(-1)
+    groups = {
+        "by_noise_std": groups_by_value(np.asarray(noise_std).reshape(-1), kinds == "noise"),
+        "by_angle_band": groups_by_band(
+            np.asarray(angle, dtype=np.float64).reshape(-1), angle_bands, kinds == "rotation"
+        ),
+    }
+    return evaluate(scores, labels, kinds, threshold, kind_order=kind_order, groups=groups)

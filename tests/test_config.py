@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 
 from ae_anomaly.config import (
-    CORRUPTION_KINDS,
     RunConfig,
     build_config,
     leaf_fields,
@@ -17,6 +16,7 @@ from ae_anomaly.config import (
 )
 from ae_anomaly.errors import UserError
 from ae_anomaly.params import group_fields, is_group
+from ae_anomaly.scenarios.corruptions import CORRUPTION_KINDS
 
 
 def invalid(data: dict[str, Any]) -> str:

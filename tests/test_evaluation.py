@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ae_anomaly.report.metrics import evaluate, summary_rows
+from ae_anomaly.report.metrics import summary_rows
+from tests.helpers import evaluate_corrupted as evaluate
 
 
 def make_set(

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from ae_anomaly.cli import cli
-from ae_anomaly.scenarios.guard import coverage_curves
+from ae_anomaly.report.guard import coverage_curves
 
 SMALL = ["--train-limit", "2500", "--test-limit", "600", "--epochs", "2", "--batch-size", "64"]
 

@@ -15,7 +15,7 @@ from ae_anomaly.config import DataConfig, build_config
 from ae_anomaly.data.sources import Dataset
 from ae_anomaly.errors import UserError
 from ae_anomaly.report.metrics import classification_report_text, evaluate
-from ae_anomaly.scenarios.splits import one_class_scenario
+from ae_anomaly.scenarios.one_class import one_class_scenario
 
 SNEAKER = 7
 
@@ -71,8 +71,7 @@ def test_kind_order_and_classification_report() -> None:
     scores = np.array([0.1, 0.2, 0.9, 0.8, 0.3])
     kinds = np.array(["Sneaker (normal)", "Sneaker (normal)", "Bag", "Trouser", "Bag"])
     labels = (kinds != "Sneaker (normal)").astype(int)
-    zeros = np.zeros(5)
-    m = evaluate(scores, labels, kinds, zeros, zeros, 0.25, kind_order=["Trouser", "Bag"])
+    m = evaluate(scores, labels, kinds, 0.25, kind_order=["Trouser", "Bag"])
     assert list(m["by_kind"]) == ["Sneaker (normal)", "Trouser", "Bag"]
     assert m["by_kind"]["Bag"]["auroc"] == 1.0
     # F1 of normal = 1.0 (2 of 2), of anomaly = 1.0; macro = their mean.

@@ -15,7 +15,8 @@ from ae_anomaly.cli import cli
 from ae_anomaly.config import DataConfig
 from ae_anomaly.data.sources import Dataset
 from ae_anomaly.report.ranking import ranking_csv, ranking_metrics
-from ae_anomaly.scenarios.splits import RankingSet, unsupervised_scenario
+from ae_anomaly.scenarios.base import RankingSet
+from ae_anomaly.scenarios.unsupervised import unsupervised_scenario
 
 
 def test_every_kept_image_of_both_splits_is_ranked(mnist: Dataset) -> None:

@@ -10,8 +10,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ae_anomaly.report.metrics import evaluate
-from ae_anomaly.report.page import Examples, write_report
+from ae_anomaly.report.figures import Examples
+from ae_anomaly.report.page import write_report
+from ae_anomaly.scenarios.corruptions import Corruptions
+from tests.helpers import evaluate_corrupted as evaluate
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 ALL_PLOTS = ["loss", "scores", "roc_pr", "confusion", "angle_bands", "examples"]
@@ -57,6 +59,9 @@ def report(out_dir: Path, data: dict[str, Any], **overrides: Any) -> tuple[list[
         "examples": make_examples(),
         "config_text": "model: conv\nnote: <b>bold</b> & 'quoted'\n",
         **{key: data[key] for key in ("metrics", "scores", "labels", "kinds", "threshold")},
+        # The corruptions scenario's tables and figure, as its runs have them.
+        "groups": Corruptions.groups,
+        "extra_plots": Corruptions().report_plots(data["metrics"]),
         **overrides,
     }
     paths = write_report(out_dir, **kwargs)
@@ -109,7 +114,10 @@ def test_html_escapes_text_and_holds_tables(full_report: tuple[Path, list[Path],
 
 def test_optional_plots_are_left_out_without_data(tmp_path: Path, run_data: dict[str, Any]) -> None:
     metrics = {**run_data["metrics"], "by_angle_band": {}}
-    paths, page = report(tmp_path, run_data, metrics=metrics, history=[], examples=None)
+    extra_plots = Corruptions().report_plots(metrics)
+    paths, page = report(
+        tmp_path, run_data, metrics=metrics, history=[], examples=None, extra_plots=extra_plots
+    )
     names = sorted(p.name for p in paths)
     assert names == ["confusion.png", "report.html", "roc_pr.png", "scores.png"]
     assert page.count("data:image/png;base64,") == 3

@@ -6,18 +6,20 @@ import numpy as np
 import pytest
 import torch
 
-from ae_anomaly.config import CORRUPTION_KINDS, CorruptionConfig, DataConfig
+from ae_anomaly.config import DataConfig
 from ae_anomaly.data.corruptions import MAX_SUBPIXEL_SHIFT, random_shifts, resample
 from ae_anomaly.data.sources import Dataset
 from ae_anomaly.data.tensors import to_image_tensor
-from ae_anomaly.scenarios.splits import (
-    ScenarioData,
+from ae_anomaly.scenarios.base import ScenarioData
+from ae_anomaly.scenarios.base import TestSet as CorruptedTestSet
+from ae_anomaly.scenarios.corruptions import (
+    CORRUPTION_KINDS,
+    CorruptionConfig,
     _assign_kinds,
     corrupted_test_set,
     corruptions_scenario,
-    split_normal,
 )
-from ae_anomaly.scenarios.splits import TestSet as CorruptedTestSet  # not a pytest class
+from ae_anomaly.scenarios.splits import split_normal
 
 TEST_LIMIT = 200
 TRAIN_LIMIT = 500
@@ -34,8 +36,10 @@ def scenario(mnist: Dataset) -> ScenarioData:
 
 def assert_same_test_set(a: CorruptedTestSet, b: CorruptedTestSet) -> None:
     assert torch.equal(a.images, b.images)
-    for name in ("labels", "kinds", "noise_std", "angle", "source_index"):
+    for name in ("labels", "kinds", "source_index"):
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+    for name in ("noise_std", "angle", "shift"):
+        np.testing.assert_array_equal(a.extras[name], b.extras[name])
 
 
 # -- kinds ----------------------------------------------------------------------------
@@ -102,28 +106,30 @@ def test_labels_match_kinds(scenario: ScenarioData) -> None:
 def test_noise_std_is_zero_exactly_where_no_noise(scenario: ScenarioData) -> None:
     test, config = scenario.test, CorruptionConfig()
     noisy = np.isin(test.kinds, ["noise", "noise+rotation"])
-    assert np.all(test.noise_std[~noisy] == 0.0)
-    assert np.all(np.isin(test.noise_std[noisy], config.noise_std))
+    assert np.all(test.extras["noise_std"][~noisy] == 0.0)
+    assert np.all(np.isin(test.extras["noise_std"][noisy], config.noise_std))
     # more than one of the configured stds is drawn
-    assert len(np.unique(test.noise_std[noisy])) > 1
+    assert len(np.unique(test.extras["noise_std"][noisy])) > 1
 
 
 def test_angles_within_max_and_zero_where_not_rotated(scenario: ScenarioData) -> None:
     test, config = scenario.test, CorruptionConfig()
     rotated = np.isin(test.kinds, ["rotation", "noise+rotation"])
-    assert np.all(test.angle[~rotated] == 0.0)
-    assert np.all(np.abs(test.angle[rotated]) <= config.max_angle)
-    assert np.all(test.angle[rotated] != 0.0)
+    assert np.all(test.extras["angle"][~rotated] == 0.0)
+    assert np.all(np.abs(test.extras["angle"][rotated]) <= config.max_angle)
+    assert np.all(test.extras["angle"][rotated] != 0.0)
     # both directions occur, and they spread over the range
-    assert (test.angle[rotated] < -15).any() and (test.angle[rotated] > 15).any()
+    assert (test.extras["angle"][rotated] < -15).any() and (
+        test.extras["angle"][rotated] > 15
+    ).any()
 
 
 def test_max_angle_setting_is_respected(mnist: Dataset) -> None:
     config = CorruptionConfig(max_angle=5.0, angle_bands=[0.0, 5.0])
     test = corrupted_test_set(mnist.test_images, 60, config, seed=0)
     rotated = np.isin(test.kinds, ["rotation", "noise+rotation"])
-    assert np.all(np.abs(test.angle) <= 5.0)
-    assert np.any(np.abs(test.angle[rotated]) > 1.0)
+    assert np.all(np.abs(test.extras["angle"]) <= 5.0)
+    assert np.any(np.abs(test.extras["angle"][rotated]) > 1.0)
 
 
 def test_test_images_are_what_their_metadata_says(scenario: ScenarioData, mnist: Dataset) -> None:
@@ -134,11 +140,13 @@ def test_test_images_are_what_their_metadata_says(scenario: ScenarioData, mnist:
     originals = to_image_tensor(mnist.test_images[test.source_index])
     # clean and rotation-only digits are exactly the resampled original at their angle
     plain = np.isin(test.kinds, ["clean", "rotation"])
-    shifts = torch.from_numpy(test.shift[plain])
+    shifts = torch.from_numpy(test.extras["shift"][plain])
     expected = resample(
-        originals[plain], torch.from_numpy(test.angle[plain]).float(), factor, shifts
+        originals[plain], torch.from_numpy(test.extras["angle"][plain]).float(), factor, shifts
     )
-    assert np.all(np.abs(test.shift) <= MAX_SUBPIXEL_SHIFT) and np.any(test.shift != 0)
+    assert np.all(np.abs(test.extras["shift"]) <= MAX_SUBPIXEL_SHIFT) and np.any(
+        test.extras["shift"] != 0
+    )
     torch.testing.assert_close(test.images[plain], expected, atol=1e-6, rtol=0)
     # clean digits went through the resampling too (they are smoothed, not raw)
     clean = test.kinds == "clean"
@@ -146,11 +154,14 @@ def test_test_images_are_what_their_metadata_says(scenario: ScenarioData, mnist:
     # noisy digits differ from their noise-free resampled version by about their std
     noisy = test.kinds == "noise"
     denoised = resample(
-        originals[noisy], torch.zeros(int(noisy.sum())), factor, torch.from_numpy(test.shift[noisy])
+        originals[noisy],
+        torch.zeros(int(noisy.sum())),
+        factor,
+        torch.from_numpy(test.extras["shift"][noisy]),
     )
     spread = (test.images[noisy] - denoised).flatten(1).std(dim=1).numpy()
-    assert np.all(spread > 0.3 * test.noise_std[noisy])
-    assert np.all(spread < 1.1 * test.noise_std[noisy])
+    assert np.all(spread > 0.3 * test.extras["noise_std"][noisy])
+    assert np.all(spread < 1.1 * test.extras["noise_std"][noisy])
 
 
 # -- seeds and independence -----------------------------------------------------------
@@ -167,7 +178,7 @@ def test_other_seed_gives_other_test_set(scenario: ScenarioData, mnist: Dataset)
     other = corruptions_scenario(mnist, small(), CorruptionConfig(), seed=1)
     assert not np.array_equal(other.test.source_index, scenario.test.source_index)
     assert not torch.equal(other.test.images, scenario.test.images)
-    assert not np.array_equal(other.test.angle, scenario.test.angle)
+    assert not np.array_equal(other.test.extras["angle"], scenario.test.extras["angle"])
     assert not torch.equal(other.train, scenario.train)
 
 

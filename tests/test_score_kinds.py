@@ -14,7 +14,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.mixture import GaussianMixture
 from sklearn.neighbors import NearestNeighbors
 
-from ae_anomaly.config import CorruptionConfig, DataConfig
+from ae_anomaly.config import DataConfig
 from ae_anomaly.data.corruptions import add_gaussian_noise, random_shifts, resample
 from ae_anomaly.data.sources import Dataset
 from ae_anomaly.detector.estimator import AutoencoderDetector
@@ -23,7 +23,8 @@ from ae_anomaly.errors import UserError
 from ae_anomaly.estimator.files import WEIGHTS_FILE
 from ae_anomaly.nn.models import build_model, has_code, model_names
 from ae_anomaly.nn.restoration import restoration
-from ae_anomaly.scenarios.splits import ScenarioData, corruptions_scenario
+from ae_anomaly.scenarios.base import ScenarioData
+from ae_anomaly.scenarios.corruptions import CorruptionConfig, corruptions_scenario
 from ae_anomaly.scores import code as latent_density
 from ae_anomaly.scores.code import fit_code_density, fit_code_neighbours
 from ae_anomaly.scores.names import parse_score
@@ -174,7 +175,7 @@ def _auroc(detector: AutoencoderDetector, digits: ScenarioData, kind: str) -> fl
     kinds = np.asarray(digits.test.kinds)
     keep = (kinds == "clean") | (kinds == kind)
     if kind == "rotation":  # the 20-30 degree band, the headline
-        keep &= (kinds == "clean") | (np.abs(digits.test.angle) >= 20)
+        keep &= (kinds == "clean") | (np.abs(digits.test.extras["angle"]) >= 20)
     scores = detector.decision_function(digits.test.images[torch.from_numpy(keep)])
     return float(roc_auc_score(kinds[keep] != "clean", scores))
 

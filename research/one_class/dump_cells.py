@@ -25,7 +25,7 @@ initial weights from seed + N, so such cells ensemble on one split.
 flip, shift, ssimloss, mask and rot90 change the detector's training through
 its training_task hook (VariantDetector below): the package has no such
 options, on purpose (BENCHMARKS.md, What was tried).
-Every variant is the recipe of config.RECIPES with its own change, so since
+Every variant is the one-class recipe (OneClass.recipe) with its own change, so since
 session 5 each has the recipe's weight decay; the cells of sessions 4 and 5
 (other than wd, wd1, wd2) were made before the recipe had one. Session 6:
 bce (the training loss), lr2 / lr4 / lr05 (learning rate 2e-3 / 4e-3 / 5e-4),
@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ae_anomaly.config import RECIPES, build_config
+from ae_anomaly.config import build_config
 from ae_anomaly.data.sources import load_dataset
 from ae_anomaly.data.tensors import to_image_tensor
 from ae_anomaly.detector.estimator import AutoencoderDetector
@@ -57,7 +57,8 @@ from ae_anomaly.nn.loop import Task
 from ae_anomaly.nn.models import WithCode
 from ae_anomaly.params import AutoencoderTraining
 from ae_anomaly.runs.experiment import detector_from_config
-from ae_anomaly.scenarios.splits import labelled_test, one_class_scenario
+from ae_anomaly.scenarios.one_class import OneClass, one_class_scenario
+from ae_anomaly.scenarios.splits import labelled_test
 from ae_anomaly.scores.pixel import image_scores
 
 CELLS = Path(os.environ.get("AE_RESEARCH_CELLS", "research-cells"))
@@ -183,9 +184,9 @@ def rot90_restore(
 
 
 # A variant that names a model drops the recipe (config.py), so every variant
-# restates the whole recipe, taken from config.RECIPES to stay the same, and
+# restates the whole recipe, taken from OneClass.recipe to stay the same, and
 # changes only its own part.
-RECIPE = RECIPES["one-class"]
+RECIPE = OneClass.recipe
 RECIPE_TRAINING = RECIPE["training"]
 OVERRIDES: dict[str, dict[str, Any]] = {
     "code32": {**RECIPE, "model_args": {"code": 32}},

@@ -21,7 +21,15 @@ import typing
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import AfterValidator, ConfigDict, Field, Strict, TypeAdapter, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    TypeAdapter,
+    ValidationError,
+)
 from pydantic.fields import FieldInfo
 
 from ae_anomaly.errors import UserError
@@ -30,6 +38,16 @@ from ae_anomaly.scores.thresholds import parse_threshold
 
 # Unknown keys are errors: a typo must not silently fall back to a default.
 SECTION_CONFIG = ConfigDict(extra="forbid", validate_default=True)
+
+
+class Section(BaseModel):
+    """A config section that is not a parameter group of an estimator (data, a scenario's
+    settings, the report): a pydantic model with the same strictness."""
+
+    # protected_namespaces=() lets a field be called model_args.
+    model_config = ConfigDict(extra="forbid", validate_default=True, protected_namespaces=())
+
+
 # Keeps an ensemble small enough to train in minutes and to export as one graph.
 MAX_MEMBERS = 10
 

@@ -28,8 +28,9 @@ from ae_anomaly.errors import UserError
 from ae_anomaly.fileio import write_json, write_yaml
 from ae_anomaly.nn.callbacks import Callback
 from ae_anomaly.nn.device import select_device
-from ae_anomaly.report import page as report
+from ae_anomaly.report.figures import Plot, figure_png, plot_loss
 from ae_anomaly.report.metrics import format_number
+from ae_anomaly.report.page import html_table, render_page, write_page
 from ae_anomaly.runs.folder import CONFIG_FILE, RunFolder
 
 CLASSIFIER_DIR = "classifier"
@@ -212,7 +213,7 @@ def write_outputs(
     """``metrics.json``, ``plots/confusion.png``, ``plots/loss.png`` (with a history), report."""
     write_json(folder / "metrics.json", metrics)
     plots = [
-        report.Plot(
+        Plot(
             "confusion.png",
             plot_class_confusion(metrics),
             "Confusion matrix",
@@ -222,16 +223,16 @@ def write_outputs(
     ]
     if history:
         plots.append(
-            report.Plot(
+            Plot(
                 "loss.png",
-                report.plot_loss(history, title="Cross-entropy"),
+                plot_loss(history, title="Cross-entropy"),
                 "Training curve",
                 "Mean cross-entropy per epoch on the training images (shifted, with dropout) "
                 "and the held-out validation images; the weights of the best validation "
                 "epoch are kept.",
             )
         )
-    report.write_page(folder, plots, render_classifier_html(title, metrics, plots, config_text))
+    write_page(folder, plots, render_classifier_html(title, metrics, plots, config_text))
 
 
 def plot_class_confusion(metrics: dict[str, Any]) -> bytes:
@@ -264,11 +265,11 @@ def plot_class_confusion(metrics: dict[str, Any]) -> bytes:
         f"({metrics['errors']} errors in {metrics['n']})"
     )
     fig.colorbar(image, ax=ax, label="log(1 + count)")
-    return report.figure_png(fig)
+    return figure_png(fig)
 
 
 def render_classifier_html(
-    title: str, metrics: dict[str, Any], plots: list[report.Plot], config_text: str
+    title: str, metrics: dict[str, Any], plots: list[Plot], config_text: str
 ) -> str:
     """One self-contained page: headline, per-class table, figures, configuration."""
     f = format_number
@@ -301,8 +302,8 @@ def render_classifier_html(
     ]
     sections = [
         "<h2>Headline</h2>",
-        report.html_table(("metric", "value"), headline),
+        html_table(("metric", "value"), headline),
         "<h2>Per class</h2>",
-        report.html_table(("class", "precision", "recall", "F1", "images"), rows),
+        html_table(("class", "precision", "recall", "F1", "images"), rows),
     ]
-    return report.render_page(title, sections, plots, config_text)
+    return render_page(title, sections, plots, config_text)

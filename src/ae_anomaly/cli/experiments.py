@@ -13,6 +13,7 @@ from ae_anomaly.cli.options import default_out, experiment_options, parse_overri
 from ae_anomaly.cli.progress import RichProgress
 from ae_anomaly.config import build_config, read_yaml
 from ae_anomaly.errors import UserError
+from ae_anomaly.scenarios.one_class import OneClass
 
 
 @cli.command()
@@ -104,7 +105,7 @@ def benchmark(
     config and flags, fixed once for all classes; --scenario is one-class.
     """
     overrides = parse_overrides(raw)
-    if overrides.get("scenario", "one-class") != "one-class":
+    if overrides.get("scenario", OneClass.name) != OneClass.name:
         raise UserError("the benchmark runs the one-class scenario; leave out --scenario")
     if overrides.get("normal_class") is not None:
         raise UserError("the benchmark sets the normal class itself; use --classes")
@@ -113,7 +114,7 @@ def benchmark(
         config_path = resume_config(out, config_path)
     base = read_yaml(config_path) if config_path else {}
     # normal_class is replaced per detector; the first one makes the config valid.
-    overrides |= {"scenario": "one-class", "normal_class": chosen[0] if chosen else 0}
+    overrides |= {"scenario": OneClass.name, "normal_class": chosen[0] if chosen else 0}
     config = build_config(base, overrides)
     out = out or default_out("benchmark", config.data.dataset)
     from ae_anomaly.runs.benchmark import run_benchmark

@@ -13,6 +13,7 @@ from ae_anomaly.cli.options import default_out, experiment_options, parse_overri
 from ae_anomaly.cli.progress import RichProgress
 from ae_anomaly.cli.summaries import print_guard, print_ranking, print_summary
 from ae_anomaly.config import build_config, read_yaml
+from ae_anomaly.scenarios import get_scenario
 
 
 @cli.command()
@@ -44,10 +45,15 @@ def run(
             config, out, overwrite=overwrite, resume=resume, callbacks=callbacks
         )
     if not quiet:
-        summary = print_summary if "at_threshold" in result.metrics else print_ranking
-        if config.scenario == "guard":
-            summary = print_guard
-        summary(Console(), result.metrics, result.folder, result.seconds)
+        # What was measured decides the table: a labelled evaluation, a guarded
+        # classifier or a ranking.
+        metrics, groups = result.metrics, get_scenario(config.scenario).groups
+        if "accuracy_at_coverage" in metrics:
+            print_guard(Console(), metrics, result.folder, result.seconds)
+        elif "at_threshold" in metrics:
+            print_summary(Console(), metrics, result.folder, result.seconds, groups)
+        else:
+            print_ranking(Console(), metrics, result.folder, result.seconds)
     skipped = result.metrics.get("skipped_files", [])
     if skipped:
         # On stderr and even with --quiet: images left out change what was measured.

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
+from ae_anomaly.scenarios.base import MetricGroup
 
-def print_summary(console: Console, metrics: dict[str, Any], folder: Path, seconds: float) -> None:
-    """A short table: AUROC / AUPRC / share flagged per kind, then the threshold figures."""
+
+def print_summary(
+    console: Console,
+    metrics: dict[str, Any],
+    folder: Path,
+    seconds: float,
+    groups: Sequence[MetricGroup] = (),
+) -> None:
+    """A short table: AUROC / AUPRC / share flagged per kind and per the scenario's
+    ``groups``, then the threshold figures."""
     detector = metrics.get("detector")
     caption = (
         f"{detector['model']}, score {detector['score']}; {detector['assumes']}"
@@ -27,11 +37,7 @@ def print_summary(console: Console, metrics: dict[str, Any], folder: Path, secon
         _fmt(metrics["overall"]["auprc"]),
         "",
     )
-    for section, prefix in (
-        ("by_kind", ""),
-        ("by_noise_std", "noise std "),
-        ("by_angle_band", "rotation "),
-    ):
+    for section, prefix in (("by_kind", ""), *((group.key, group.prefix) for group in groups)):
         for name, row in metrics[section].items():
             table.add_row(
                 f"{prefix}{name}",

@@ -1,9 +1,10 @@
 """Metrics for anomaly scores: AUROC/AUPRC overall and per group, and results at a threshold.
 
-Every group (a corruption kind, an anomalous class, a noise level, a rotation band) is
-scored against *all* normal test images, so the numbers answer "how well does the score
-tell this kind apart from normal images?". The normal images share one kind name:
-"clean" in the corruptions scenario, the normal class's name in the one-class one.
+Every group (an anomaly kind or class, and whatever groupings a scenario adds, such as
+noise levels or rotation bands) is scored against *all* normal test images, so the
+numbers answer "how well does the score tell this group apart from normal images?".
+The normal images share one kind name: "clean" in the corruptions scenario, the normal
+class's name in the one-class one.
 The result is a plain, JSON-ready dict: no numpy types and ``None`` wherever a number
 is undefined (e.g. AUROC of a group with one class only).
 """
@@ -25,9 +26,6 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-CLEAN = "clean"
-DEFAULT_ANGLE_BANDS: tuple[float, ...] = (0, 10, 20, 30)
-
 Metrics = dict[str, Any]
 
 
@@ -35,29 +33,30 @@ def evaluate(
     scores: ArrayLike,
     labels: ArrayLike,
     kinds: ArrayLike,
-    noise_std: ArrayLike,
-    angle: ArrayLike,
     threshold: float,
-    angle_bands: Sequence[float] = DEFAULT_ANGLE_BANDS,
+    *,
     kind_order: Sequence[str] | None = None,
+    groups: dict[str, dict[str, NDArray[np.bool_]]] | None = None,
 ) -> Metrics:
-    """Score the test set against its labels and group it by corruption.
+    """Score the test set against its labels, per kind and per the scenario's groups.
 
-    ``labels`` are 0 (normal) / 1 (anomalous), ``kinds`` names each image's corruption
-    or class (one name for all normal images, e.g. ``"clean"``), ``noise_std`` and
-    ``angle`` are 0.0 where not applied. ``kind_order`` fixes the order of the anomalous
-    kinds in ``by_kind`` (default: single corruptions before combined ones, then by name).
-    Predictions are ``score > threshold``. The result holds ``n_test``, ``n_normal``,
-    ``n_anomalous``, ``threshold``, ``overall`` ({auroc, auprc}), ``by_kind``,
-    ``by_noise_std`` (kind "noise" only) and ``by_angle_band`` (kind "rotation" only),
-    each mapping a group name to {n, auroc, auprc, mean_score, flagged} (the normal kind
-    comes first and has no auroc/auprc; its "flagged" is the false positive rate), and
-    ``at_threshold`` (see :func:`at_threshold`). Empty groups are left out.
+    ``labels`` are 0 (normal) / 1 (anomalous), ``kinds`` names each image's kind or
+    class (one name for all normal images, e.g. ``"clean"``). ``kind_order`` fixes the
+    order of the anomalous kinds in ``by_kind`` (default: single corruptions before
+    combined ones, then by name). ``groups`` maps a metrics key (e.g. ``by_noise_std``)
+    to its rows: name -> which images belong to it. Predictions are ``score >
+    threshold``. The result holds ``n_test``, ``n_normal``, ``n_anomalous``,
+    ``threshold``, ``overall`` ({auroc, auprc}), ``by_kind``, one entry per group
+    key, each mapping a row name to {n, auroc, auprc, mean_score, flagged} (the normal
+    kind comes first and has no auroc/auprc; its "flagged" is the false positive
+    rate), and ``at_threshold`` (see :func:`at_threshold`).
     """
-    s, y, k, std, ang = _check_arrays(scores, labels, kinds, noise_std, angle)
+    s, y, k = _check_arrays(scores, labels, kinds)
     clean = s[y == 0]
-    noise = k == "noise"
-    rotation = k == "rotation"
+    grouped = {
+        key: {name: group_stats(s[mask], clean, threshold) for name, mask in rows.items()}
+        for key, rows in (groups or {}).items()
+    }
     return {
         "n_test": int(s.size),
         "n_normal": int(clean.size),
@@ -65,10 +64,32 @@ def evaluate(
         "threshold": float(threshold),
         "overall": _separation(clean, s[y == 1]),
         "by_kind": _by_kind(s, k, y, threshold, kind_order),
-        "by_noise_std": _by_value(s[noise], std[noise], clean, threshold),
-        "by_angle_band": _by_band(s[rotation], ang[rotation], angle_bands, clean, threshold),
+        **grouped,
         "at_threshold": at_threshold(s, y, threshold),
     }
+
+
+def groups_by_value(values: NDArray[Any], within: NDArray[np.bool_]) -> dict[str, NDArray[Any]]:
+    """Rows by a float such as the noise std, among the images ``within``; names like
+    "0.1" (float32 noise merges), in increasing order."""
+    keys = np.array([value_key(v) for v in values.tolist()], dtype=str)
+    order = sorted(set(keys[within].tolist()), key=float)
+    return {key: within & (keys == key) for key in order}
+
+
+def groups_by_band(
+    values: NDArray[Any], edges: Sequence[float], within: NDArray[np.bool_]
+) -> dict[str, NDArray[Any]]:
+    """Rows by |value| in [lo, hi) (the last band also holds hi), among the images
+    ``within``; empty bands are left out."""
+    magnitude = np.abs(values)
+    rows = {}
+    for i, (lo, hi) in enumerate(pairwise(edges)):
+        last = i == len(edges) - 2
+        inside = within & (magnitude >= lo) & ((magnitude <= hi) if last else (magnitude < hi))
+        if inside.any():
+            rows[f"{value_key(lo)}-{value_key(hi)}"] = inside
+    return rows
 
 
 def at_threshold(scores: NDArray[Any], labels: NDArray[Any], threshold: float) -> Metrics:
@@ -147,10 +168,10 @@ def format_number(value: float | None, digits: int = 4, style: str = "f") -> str
 
 def _check_arrays(*arrays: ArrayLike) -> tuple[NDArray[Any], ...]:
     """Flat numpy arrays of one length, scores finite, clean kinds matching label 0."""
-    scores, labels, kinds, std, angle = (np.asarray(a).reshape(-1) for a in arrays)
-    lengths = {a.size for a in (scores, labels, kinds, std, angle)}
+    scores, labels, kinds = (np.asarray(a).reshape(-1) for a in arrays)
+    lengths = {a.size for a in (scores, labels, kinds)}
     if len(lengths) != 1:
-        raise ValueError(f"scores, labels, kinds, noise_std and angle differ in length: {lengths}")
+        raise ValueError(f"scores, labels and kinds differ in length: {lengths}")
     if scores.size == 0:
         raise ValueError("no test images to evaluate")
     scores = scores.astype(np.float64)
@@ -164,7 +185,7 @@ def _check_arrays(*arrays: ArrayLike) -> tuple[NDArray[Any], ...]:
     normal = set(kinds[labels == 0].tolist())
     if len(normal) > 1 or normal & set(kinds[labels == 1].tolist()):
         raise ValueError("one kind name must mark exactly the images with label 0")
-    return scores, labels, kinds, std.astype(np.float64), angle.astype(np.float64)
+    return scores, labels, kinds
 
 
 def _by_kind(
@@ -188,33 +209,6 @@ def _by_kind(
         ordered += sorted(present - set(ordered))
     for kind in ordered:
         out[kind] = group_stats(scores[kinds == kind], clean, threshold)
-    return out
-
-
-def _by_value(
-    scores: NDArray[Any], values: NDArray[Any], clean: NDArray[Any], threshold: float
-) -> dict[str, Metrics]:
-    """Group by a float such as the noise std; keys like "0.1" (float32 noise merges)."""
-    keys = np.array([value_key(v) for v in values.tolist()], dtype=str)
-    order = sorted(set(keys.tolist()), key=float)
-    return {key: group_stats(scores[keys == key], clean, threshold) for key in order}
-
-
-def _by_band(
-    scores: NDArray[Any],
-    angles: NDArray[Any],
-    edges: Sequence[float],
-    clean: NDArray[Any],
-    threshold: float,
-) -> dict[str, Metrics]:
-    """Group by |angle| in [lo, hi); the last band also holds hi. Empty bands are left out."""
-    mag = np.abs(angles)
-    out: dict[str, Metrics] = {}
-    for i, (lo, hi) in enumerate(pairwise(edges)):
-        last = i == len(edges) - 2
-        inside = (mag >= lo) & ((mag <= hi) if last else (mag < hi))
-        if inside.any():
-            out[f"{value_key(lo)}-{value_key(hi)}"] = group_stats(scores[inside], clean, threshold)
     return out
 
 

@@ -1,9 +1,9 @@
-"""The evaluation report: PNG figures and one self-contained HTML page.
+"""The evaluation report: one self-contained HTML page with the figures (figures.py).
 
-Figures are drawn on ``matplotlib.figure.Figure`` objects (never pyplot), so nothing
-global - backend, open-figure registry - is touched. Each PNG is rendered to bytes,
-written atomically, and the same bytes are embedded as base64 in ``report.html``, which
-therefore needs no other file, network access or JavaScript to display.
+Each PNG is written atomically, and the same bytes are embedded as base64 in
+``report.html``, which therefore needs no other file, network access or JavaScript
+to display. The tables are the metrics' (metrics.py), with the groups the scenario
+adds (Scenario.groups) and its figures (Scenario.report_plots).
 """
 
 from __future__ import annotations
@@ -11,72 +11,27 @@ from __future__ import annotations
 import base64
 import html
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from io import BytesIO
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from matplotlib.axes import Axes
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 from numpy.typing import ArrayLike, NDArray
-from sklearn.metrics import (
-    average_precision_score,
-    precision_recall_curve,
-    roc_auc_score,
-    roc_curve,
-)
 
 from ae_anomaly import fileio
+from ae_anomaly.report.figures import (
+    Examples,
+    Plot,
+    kind_colors,
+    plot_confusion,
+    plot_examples,
+    plot_loss,
+    plot_roc_pr,
+    plot_scores,
+)
 from ae_anomaly.report.metrics import Metrics, classification_report_text, format_number
 
-# Scores spanning more than this ratio (max / min) get a log-scaled x axis.
-LOG_SCALE_SPAN = 100.0
-HIST_BINS = 50
-
-
-@dataclass(frozen=True)
-class Examples:
-    """A few test images with what the model made of them, for ``examples.png``.
-
-    ``images``, ``reconstructions`` and ``errors`` (per-pixel error maps) have shape
-    (k, H, W) or (k, 1, H, W); pixel values in [0, 1]. ``captions`` holds one line per
-    example, e.g. "noise+rotation, score 0.031".
-    """
-
-    images: NDArray[Any]
-    reconstructions: NDArray[Any]
-    errors: NDArray[Any]
-    captions: Sequence[str]
-
-    def __post_init__(self) -> None:
-        # Accept channel-first model output; store plain (k, H, W) arrays.
-        for name in ("images", "reconstructions", "errors"):
-            arr = np.asarray(getattr(self, name), dtype=np.float64)
-            if arr.ndim == 4 and arr.shape[1] == 1:
-                arr = arr[:, 0]
-            if arr.ndim != 3:
-                raise ValueError(f"Examples.{name} must have shape (k, H, W), got {arr.shape}")
-            object.__setattr__(self, name, arr)
-        shapes = {self.images.shape, self.reconstructions.shape, self.errors.shape}
-        if len(shapes) != 1 or len(self.captions) != self.images.shape[0]:
-            raise ValueError(
-                f"Examples arrays and captions disagree: {shapes}, {len(self.captions)} captions"
-            )
-
-    def __len__(self) -> int:
-        return int(self.images.shape[0])
-
-
-@dataclass(frozen=True)
-class Plot:
-    """One rendered figure: its file name, PNG bytes, heading and how to read it."""
-
-    name: str
-    png: bytes
-    heading: str
-    caption: str
+if TYPE_CHECKING:
+    from ae_anomaly.scenarios.base import MetricGroup
 
 
 def write_report(
@@ -91,6 +46,8 @@ def write_report(
     threshold: float,
     examples: Examples | None,
     config_text: str,
+    groups: Sequence[MetricGroup] = (),
+    extra_plots: Sequence[Plot] = (),
 ) -> list[Path]:
     """Write ``out_dir/plots/*.png`` and ``out_dir/report.html``; return the paths written.
 
@@ -101,8 +58,8 @@ def write_report(
     s = np.asarray(scores, dtype=np.float64).reshape(-1)
     y = np.asarray(labels).astype(int).reshape(-1)
     k = np.asarray(kinds).astype(str).reshape(-1)
-    plots = _render_plots(metrics, history, s, y, k, threshold, examples)
-    return write_page(out_dir, plots, render_html(title, metrics, plots, config_text))
+    plots = _render_plots(metrics, history, s, y, k, threshold, examples, extra_plots)
+    return write_page(out_dir, plots, render_html(title, metrics, plots, config_text, groups))
 
 
 def write_page(out_dir: Path, plots: Sequence[Plot], page_html: str) -> list[Path]:
@@ -140,11 +97,6 @@ _FIGURE_TEXT: dict[str, tuple[str, str]] = {
         "Counts at the threshold. Rows: true class; columns: prediction. "
         "Off-diagonal cells are errors.",
     ),
-    "angle_bands.png": (
-        "AUROC by rotation angle",
-        "Rotated digits only, grouped by |angle|, each band against all clean images. "
-        "The dashed line at 0.5 is chance.",
-    ),
     "examples.png": (
         "Examples",
         "One test image per row: input, reconstruction and per-pixel error "
@@ -161,237 +113,26 @@ def _render_plots(
     kinds: NDArray[Any],
     threshold: float,
     examples: Examples | None,
+    extra_plots: Sequence[Plot],
 ) -> list[Plot]:
-    """Render every figure that has data; ``None`` marks one left out."""
+    """Render every figure that has data (``None`` marks one left out); the scenario's own
+    figures, ``extra_plots``, go before the examples."""
     colors = kind_colors(list(metrics["by_kind"]))
     renderers: dict[str, Callable[[], bytes] | None] = {
         "loss.png": (lambda: plot_loss(history)) if history else None,
         "scores.png": lambda: plot_scores(scores, kinds, threshold, colors),
         "roc_pr.png": lambda: plot_roc_pr(scores, labels, kinds, colors),
         "confusion.png": lambda: plot_confusion(metrics),
-        "angle_bands.png": (
-            (lambda: plot_angle_bands(metrics)) if metrics.get("by_angle_band") else None
-        ),
-        "examples.png": (lambda: plot_examples(examples)) if examples else None,
     }
-    return [
+    plots = [
         Plot(name, render(), *_FIGURE_TEXT[name])
         for name, render in renderers.items()
         if render is not None
     ]
-
-
-# ----------------------------------------------------------------------------- figures
-
-
-def plot_loss(history: Sequence[dict[str, Any]], title: str = "Reconstruction loss") -> bytes:
-    """Training and validation loss per epoch."""
-    epochs = [h["epoch"] for h in history]
-    fig = Figure(figsize=(6, 3.8), layout="constrained")
-    ax = fig.add_subplot()
-    ax.plot(epochs, [h["train_loss"] for h in history], marker="o", ms=3, label="train")
-    ax.plot(epochs, [h["val_loss"] for h in history], marker="o", ms=3, label="validation")
-    losses = [h[key] for h in history for key in ("train_loss", "val_loss")]
-    if min(losses) > 0 and max(losses) / min(losses) > LOG_SCALE_SPAN:
-        ax.set_yscale("log")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set(xlabel="epoch", ylabel="loss", title=title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    return figure_png(fig)
-
-
-def plot_scores(
-    scores: NDArray[Any], kinds: NDArray[Any], threshold: float, colors: dict[str, str]
-) -> bytes:
-    """Overlaid step histograms of the scores per kind, on shared bins, plus the threshold.
-
-    ``colors`` maps each kind to its colour, in legend order (see :func:`kind_colors`).
-    """
-    bins, log_x = score_bins(scores)
-    fig = Figure(figsize=(7, 4), layout="constrained")
-    ax = fig.add_subplot()
-    for kind, color in colors.items():
-        group = scores[kinds == kind]
-        # Weights of 1/n make each curve a share, so kinds of different size compare.
-        weights = np.full(group.size, 1.0 / group.size)
-        ax.hist(
-            np.clip(group, bins[0], bins[-1]),
-            bins=bins.tolist(),
-            weights=weights,
-            histtype="step",
-            linewidth=1.5,
-            color=color,
-            label=f"{kind} (n={group.size})",
-        )
-    ax.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:.4g}")
-    if log_x:
-        ax.set_xscale("log")
-    ax.set(
-        xlabel="anomaly score" + (" (log scale)" if log_x else ""),
-        ylabel="share of that kind's images",
-        title="Score distribution per kind",
-    )
-    ax.legend(fontsize="small")
-    return figure_png(fig)
-
-
-def plot_roc_pr(
-    scores: NDArray[Any], labels: NDArray[Any], kinds: NDArray[Any], colors: dict[str, str]
-) -> bytes:
-    """ROC (left) and precision-recall (right) curves: each kind vs normal, and overall."""
-    fig = Figure(figsize=(11, 4.5), layout="constrained")
-    roc_ax, pr_ax = fig.subplots(1, 2)
-    clean = labels == 0
-    normal_kinds = set(kinds[clean].tolist())
-    groups = [
-        (kind, clean | (kinds == kind), color)
-        for kind, color in colors.items()
-        if kind not in normal_kinds
-    ]
-    groups.append(("overall", np.ones_like(clean), "black"))
-    for name, mask, color in groups:
-        y, s = labels[mask], scores[mask]
-        if np.unique(y).size < 2:
-            continue  # a curve needs both classes
-        _roc_line(roc_ax, name, y, s, color)
-        _pr_line(pr_ax, name, y, s, color)
-    roc_ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="chance")
-    roc_ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC")
-    pr_ax.set(xlabel="recall", ylabel="precision", title="Precision-recall", ylim=(0, 1.02))
-    for ax, corner in ((roc_ax, "lower right"), (pr_ax, "lower left")):
-        ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:  # no curves (one class only): no legend
-            ax.legend(fontsize="small", loc=corner)
-    return figure_png(fig)
-
-
-def plot_confusion(metrics: Metrics) -> bytes:
-    """The 2x2 confusion matrix at the threshold with counts written in the cells."""
-    cm = np.asarray(metrics["at_threshold"]["confusion_matrix"])
-    fig = Figure(figsize=(4.2, 3.6), layout="constrained")
-    ax = fig.add_subplot()
-    ax.imshow(cm, cmap="Blues", vmin=0)
-    for (row, col), count in np.ndenumerate(cm):
-        # Dark cells get white text so the count stays readable.
-        dark = count > cm.max() / 2
-        ax.text(
-            col,
-            row,
-            str(count),
-            ha="center",
-            va="center",
-            fontsize=14,
-            color="white" if dark else "black",
-        )
-    names = ["normal", "anomaly"]
-    ax.set_xticks([0, 1], [f"predicted\n{n}" for n in names])
-    ax.set_yticks([0, 1], [f"true\n{n}" for n in names])
-    ax.set_title(f"At threshold {metrics['threshold']:.4g}")
-    return figure_png(fig)
-
-
-def plot_angle_bands(metrics: Metrics) -> bytes:
-    """Bar chart of AUROC per |angle| band, with chance (0.5) dashed."""
-    bands = metrics["by_angle_band"]
-    names = [f"{band}°" for band in bands]
-    aurocs = [stats["auroc"] for stats in bands.values()]
-    fig = Figure(figsize=(5.5, 3.8), layout="constrained")
-    ax = fig.add_subplot()
-    ax.bar(names, [0.0 if a is None else a for a in aurocs], color="tab:gray")
-    for x, (auroc, stats) in enumerate(zip(aurocs, bands.values(), strict=True)):
-        ax.text(
-            x,
-            (auroc or 0.0) + 0.02,
-            f"{format_number(auroc, 3)}\nn={stats['n']}",
-            ha="center",
-            va="bottom",
-            fontsize="small",
-        )
-    ax.axhline(0.5, color="black", linestyle="--", linewidth=1, label="chance")
-    ax.set(
-        xlabel="|rotation angle|",
-        ylabel="AUROC vs clean",
-        ylim=(0, 1.15),
-        title="Detecting rotations by angle",
-    )
-    ax.legend(loc="lower right")
-    return figure_png(fig)
-
-
-def plot_examples(examples: Examples) -> bytes:
-    """One row per example: caption | input | reconstruction | error map."""
-    rows = len(examples)
-    fig = Figure(figsize=(9, 1.6 * rows + 0.5), layout="constrained")
-    # A text column of its own keeps long captions inside the figure.
-    axes = fig.subplots(rows, 4, squeeze=False, width_ratios=[1.4, 1, 1, 1])
-    # One error scale for all rows, so a clean digit's map looks calmer than a corrupted one's.
-    err_max = float(examples.errors.max()) or 1.0
-    panels = (
-        (examples.images, "gray", 1.0),
-        (examples.reconstructions, "gray", 1.0),
-        (examples.errors, "magma", err_max),
-    )
-    for row, (text_ax, *img_axs) in enumerate(axes):
-        text_ax.axis("off")
-        # "$" would switch matplotlib to math mode; captions are plain text.
-        caption = examples.captions[row].replace("$", r"\$")
-        text_ax.text(1.0, 0.5, caption, ha="right", va="center", wrap=True)
-        for ax, (arr, cmap, vmax) in zip(img_axs, panels, strict=True):
-            shown = ax.imshow(arr[row], cmap=cmap, vmin=0, vmax=vmax)
-            ax.set_xticks([])
-            ax.set_yticks([])
-    for ax, heading in zip(axes[0, 1:], ("input", "reconstruction", "error"), strict=True):
-        ax.set_title(heading, fontsize="medium")
-    # `shown` is the last panel drawn: an error map, so the bar carries the error scale.
-    fig.colorbar(shown, ax=axes[:, 3], shrink=0.8, label="pixel error")
-    return figure_png(fig)
-
-
-def _roc_line(ax: Axes, name: str, y: NDArray[Any], s: NDArray[Any], color: str) -> None:
-    fpr, tpr, _ = roc_curve(y, s)
-    ax.plot(
-        fpr,
-        tpr,
-        color=color,
-        linewidth=2 if name == "overall" else 1.2,
-        label=f"{name} (AUROC {roc_auc_score(y, s):.3f})",
-    )
-
-
-def _pr_line(ax: Axes, name: str, y: NDArray[Any], s: NDArray[Any], color: str) -> None:
-    precision, recall, _ = precision_recall_curve(y, s)
-    ax.step(
-        recall,
-        precision,
-        where="post",
-        color=color,
-        linewidth=2 if name == "overall" else 1.2,
-        label=f"{name} (AUPRC {average_precision_score(y, s):.3f})",
-    )
-
-
-def score_bins(scores: NDArray[Any]) -> tuple[NDArray[Any], bool]:
-    """Shared histogram edges; log-spaced when positive scores span orders of magnitude."""
-    positive = scores[scores > 0]
-    if positive.size and positive.max() / positive.min() > LOG_SCALE_SPAN:
-        return np.geomspace(positive.min(), positive.max(), HIST_BINS + 1), True
-    lo, hi = float(scores.min()), float(scores.max())
-    if lo == hi:  # all scores equal: give the one bar some width
-        lo, hi = lo - 0.5, hi + 0.5
-    return np.linspace(lo, hi, HIST_BINS + 1), False
-
-
-def kind_colors(order: Sequence[str]) -> dict[str, str]:
-    """A colour per kind, in the order given (the normal kind first, as in
-    ``metrics["by_kind"]``), so that a kind has the same colour in every figure."""
-    return {kind: f"C{i % 10}" for i, kind in enumerate(order)}
-
-
-def figure_png(fig: Figure) -> bytes:
-    buf = BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    return buf.getvalue()
+    plots += extra_plots
+    if examples:
+        plots.append(Plot("examples.png", plot_examples(examples), *_FIGURE_TEXT["examples.png"]))
+    return plots
 
 
 # ----------------------------------------------------------------------------- HTML
@@ -414,12 +155,18 @@ _GROUP_COLUMNS = ("n", "auroc", "auprc", "mean_score", "flagged")
 _GROUP_HEADINGS = ("images", "AUROC", "AUPRC", "mean score", "flagged")
 
 
-def render_html(title: str, metrics: Metrics, plots: Sequence[Plot], config_text: str) -> str:
+def render_html(
+    title: str,
+    metrics: Metrics,
+    plots: Sequence[Plot],
+    config_text: str,
+    groups: Sequence[MetricGroup] = (),
+) -> str:
     """The whole report page as a string; every piece of text is HTML-escaped."""
     sections = [
         "<h2>Headline</h2>",
         _headline_table(metrics),
-        *_group_sections(metrics),
+        *_group_sections(metrics, groups),
         "<h2>Confusion matrix at the threshold</h2>",
         _confusion_table(metrics),
         f"<pre>{html.escape(classification_report_text(metrics['at_threshold']['confusion_matrix']))}</pre>",
@@ -477,8 +224,8 @@ def _headline_table(metrics: Metrics) -> str:
     return html_table(("metric", "value"), rows)
 
 
-def _group_sections(metrics: Metrics) -> list[str]:
-    """One table per grouping that has any rows; headings say what was compared."""
+def _group_sections(metrics: Metrics, groups: Sequence[MetricGroup]) -> list[str]:
+    """One table per grouping that has any rows: by kind, then the scenario's groups."""
     sections = [
         (
             "by_kind",
@@ -487,26 +234,15 @@ def _group_sections(metrics: Metrics) -> list[str]:
             "Each kind against all normal images; for the normal kind, 'flagged' is the "
             "false positive rate.",
         ),
-        (
-            "by_noise_std",
-            "By noise level",
-            "noise std",
-            "Images with Gaussian noise only, grouped by its standard deviation.",
-        ),
-        (
-            "by_angle_band",
-            "By rotation angle",
-            "|angle| (degrees)",
-            "Rotated images only, grouped by |angle| in [low, high); the last band includes high.",
-        ),
+        *((group.key, group.heading, group.column, group.note) for group in groups),
     ]
     out = []
     for key, heading, first, note in sections:
-        groups = metrics.get(key) or {}
-        if groups:
+        rows_by_name = metrics.get(key) or {}
+        if rows_by_name:
             rows = [
                 (name, *(_cell(col, stats.get(col)) for col in _GROUP_COLUMNS))
-                for name, stats in groups.items()
+                for name, stats in rows_by_name.items()
             ]
             out += [
                 f"<h2>{html.escape(heading)}</h2>",

@@ -20,18 +20,10 @@ from matplotlib.figure import Figure
 from numpy.typing import NDArray
 
 from ae_anomaly.fileio import write_text
+from ae_anomaly.report.figures import LOG_SCALE_SPAN, Plot, figure_png, plot_loss, score_bins
 from ae_anomaly.report.metrics import format_number
-from ae_anomaly.report.page import (
-    LOG_SCALE_SPAN,
-    Plot,
-    figure_png,
-    html_table,
-    plot_loss,
-    render_page,
-    score_bins,
-    write_page,
-)
-from ae_anomaly.scenarios.splits import RankingSet, ScenarioData
+from ae_anomaly.report.page import html_table, render_page, write_page
+from ae_anomaly.scenarios.base import RankingSet, ScenarioData
 
 if TYPE_CHECKING:
     from ae_anomaly.config import RunConfig

@@ -23,14 +23,16 @@ import torch
 from matplotlib.figure import Figure
 
 from ae_anomaly.config import RunConfig, read_yaml, validate_config
-from ae_anomaly.scenarios.splits import checked_class, labelled_test, one_class_scenario
+from ae_anomaly.scenarios.one_class import OneClass, checked_class, one_class_scenario
+from ae_anomaly.scenarios.splits import labelled_test
 from ae_anomaly.data.sources import Dataset, load_dataset
 from ae_anomaly.errors import UserError
-from ae_anomaly.runs.experiment import detector_from_config, evaluate_scores
+from ae_anomaly.runs.experiment import detector_from_config
+from ae_anomaly.runs.results import evaluate_test
 from ae_anomaly.fileio import write_bytes, write_json, write_text, write_yaml
 from ae_anomaly.nn.models import build_model
 from ae_anomaly.runs.folder import CONFIG_FILE, RunFolder
-from ae_anomaly.report.page import figure_png
+from ae_anomaly.report.figures import figure_png
 from ae_anomaly.nn.callbacks import Callback
 
 PLAN_FILE = "plan.json"
@@ -87,7 +89,7 @@ def run_benchmark(
     setting; its scenario must be one-class (its normal_class is replaced per cell).
     """
     started = time.perf_counter()
-    if config.scenario != "one-class":
+    if config.scenario != OneClass.name:
         raise UserError(f"the benchmark runs the one-class scenario, not {config.scenario}")
     folder = RunFolder(out)
     folder.check(overwrite=overwrite, resume=resume)
@@ -175,9 +177,7 @@ def run_cell(
     trained = time.perf_counter()
     test = labelled_test(data)
     scores = detector.decision_function(test.images)
-    metrics = evaluate_scores(
-        scores, test, float(detector.threshold_), config.corruptions.angle_bands
-    )
+    metrics = evaluate_test(scores, test, float(detector.threshold_), config)
     at = metrics["at_threshold"]
     return Cell(
         normal_class=normal_class,

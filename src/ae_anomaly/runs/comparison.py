@@ -18,14 +18,17 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ae_anomaly.config import RunConfig
-from ae_anomaly.scenarios.splits import ScenarioData, TestSet, labelled_test
+from ae_anomaly.scenarios.base import ScenarioData, TestSet
+from ae_anomaly.scenarios.splits import labelled_test
 from ae_anomaly.errors import UserError
 from ae_anomaly.report.metrics import format_number
-from ae_anomaly.runs.experiment import detector_from_config, prepare_data, score_test_set
+from ae_anomaly.runs.experiment import detector_from_config, prepare_data
+from ae_anomaly.runs.results import evaluate_test
+from ae_anomaly.scenarios import get_scenario
 from ae_anomaly.fileio import write_bytes, write_json, write_text, write_yaml
 from ae_anomaly.nn.models import build_model, has_code, parameter_count
 from ae_anomaly.runs.folder import CONFIG_FILE, RunFolder
-from ae_anomaly.report.page import figure_png
+from ae_anomaly.report.figures import figure_png
 from ae_anomaly.scores.term import require_code
 from ae_anomaly.nn.callbacks import Callback
 
@@ -74,7 +77,8 @@ def compare_models(
     on_model: Callable[[str], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Train and evaluate each of ``models`` on the data ``config`` describes; write to ``out``."""
-    if config.scenario != "corruptions":
+    # The comparison's tables and figures are per noise level and rotation band.
+    if {"by_noise_std", "by_angle_band"} - {g.key for g in get_scenario(config.scenario).groups}:
         raise UserError(
             f"compare runs the corruptions scenario only, not {config.scenario}; "
             "use `ae-anomaly run --scenario ...` per model"
@@ -135,7 +139,8 @@ def _train_and_score(
     detector = detector_from_config(model_config).fit(data.train, validation=data.val, callbacks=callbacks)
     seconds = time.perf_counter() - started
     test = labelled_test(data)
-    _, metrics = score_test_set(detector, test, config.corruptions.angle_bands)
+    scores = detector.decision_function(test.images)
+    metrics = evaluate_test(scores, test, float(detector.threshold_), config)
     detector.save(folder / "models" / name)
     reconstructions, _ = detector.reconstruct(test.images[examples])
     return ModelResult(

@@ -1,9 +1,9 @@
 """The experiment runner: one call from a config to a finished output folder.
 
 source -> scenario split -> detector fit -> scores -> threshold -> metrics -> report.
-Scenarios with a labelled test set (corruptions, one-class) are evaluated here;
-the unsupervised scenario's ranking lives in ranking.py. The CLI is a thin shell
-around ``run_experiment``.
+What differs between scenarios is theirs (scenarios/): the split, a step before
+training, the results they write (by default runs/results.py, or a ranking). The
+CLI is a thin shell around ``run_experiment``.
 """
 
 from __future__ import annotations
@@ -21,30 +21,16 @@ from typing import Any
 import numpy as np
 import yaml
 
-from ae_anomaly.config import DataConfig, RunConfig, read_yaml, validate_config
-from ae_anomaly.data.folder import FolderDataset, load_image_source
-from ae_anomaly.scenarios.splits import (
-    ScenarioData,
-    TestSet,
-    corruptions_scenario,
-    folder_scenario,
-    labelled_test,
-    one_class_scenario,
-    unsupervised_scenario,
-)
-from ae_anomaly.data.sources import dataset_names, load_dataset
+from ae_anomaly.config import RunConfig, read_yaml, validate_config
 from ae_anomaly.detector.estimator import AutoencoderDetector
 from ae_anomaly.errors import UserError
-from ae_anomaly.params import ScoreParams, group_fields
-from ae_anomaly.report.metrics import evaluate
-from ae_anomaly.fileio import write_json, write_text, write_yaml
-from ae_anomaly.scenarios.guard import CLASSIFIER_DIR, guard_classifier, write_guard
-from ae_anomaly.nn.models import build_model
-from ae_anomaly.runs.folder import CONFIG_FILE, RunFolder
-from ae_anomaly.report.ranking import write_ranking
-from ae_anomaly.report.page import Examples, write_report
-from ae_anomaly.scores.thresholds import parse_threshold
+from ae_anomaly.fileio import write_json, write_yaml
 from ae_anomaly.nn.callbacks import Callback
+from ae_anomaly.nn.models import build_model
+from ae_anomaly.params import ScoreParams, group_fields
+from ae_anomaly.runs.folder import CONFIG_FILE, RunFolder
+from ae_anomaly.scenarios import get_scenario
+from ae_anomaly.scenarios.base import ScenarioData
 
 CHECKPOINT_DIR = "checkpoint"
 # Fields a resumed run may change: they do not alter what was computed so far.
@@ -85,13 +71,11 @@ def run_experiment(
     resuming = folder.prepare(overwrite=overwrite, resume=resume)
     write_yaml(folder.work / CONFIG_FILE, config.to_dict())
     checkpoint_dir = folder.work / CHECKPOINT_DIR
+    scenario = get_scenario(config.scenario)
     try:
-        # The classifier first: a saved one that does not fit fails before any training.
-        classifier = (
-            guard_classifier(config, data, folder.work, callbacks)
-            if config.scenario == "guard"
-            else None
-        )
+        # The scenario's step first: e.g. a saved classifier that does not fit the data
+        # fails before any training.
+        prepared = scenario.prepare(config, data, folder.work, callbacks)
         detector = detector_from_config(config).fit(
             data.train,
             validation=data.val,
@@ -100,16 +84,12 @@ def run_experiment(
             callbacks=callbacks,
         )
     except BaseException:
-        # Without a checkpoint there is nothing to resume: leave no folder behind.
-        if not checkpoint_dir.exists() and not (folder.work / CLASSIFIER_DIR).exists():
+        # With nothing but the config written there is nothing to resume: leave no
+        # folder behind.
+        if all(path.name == CONFIG_FILE for path in folder.work.iterdir()):
             folder.discard()
         raise
-    if classifier is not None:
-        metrics = write_guard(folder.work, config, data, detector, classifier)
-    elif data.test is not None:
-        metrics = write_artefacts(folder.work, config, data, detector)
-    else:
-        metrics = write_ranking(folder.work, config, data, detector)
+    metrics = scenario.write_results(folder.work, config, data, detector, prepared)
     metrics["skipped_files"] = list(data.skipped)
     metrics["seconds"] = time.perf_counter() - started
     write_json(folder.work / "metrics.json", metrics)
@@ -132,28 +112,8 @@ def detector_from_config(config: RunConfig) -> AutoencoderDetector:
 
 
 def prepare_data(config: RunConfig) -> ScenarioData:
-    if config.scenario == "folder":
-        return folder_scenario(load_own_images(config.data), config.data, config.seed)
-    dataset = load_dataset(config.data.dataset, config.data.data_dir)
-    if config.scenario == "one-class":
-        return one_class_scenario(dataset, config.data, config.seed)
-    if config.scenario == "unsupervised":
-        return unsupervised_scenario(dataset, config.data, config.seed)
-    # corruptions, and guard, which puts a classifier behind the same test set
-    return corruptions_scenario(dataset, config.data, config.corruptions, config.seed)
-
-
-def load_own_images(data: DataConfig) -> FolderDataset:
-    """The folder or array file named by ``data.dataset``, read as the config says."""
-    path = Path(data.dataset).expanduser()
-    if not path.exists():
-        raise UserError(
-            f"unknown dataset {data.dataset!r}: not one of {', '.join(dataset_names())}, "
-            f"and there is no folder or file at {path}"
-        )
-    return load_image_source(
-        path, size=data.image_size, channels=data.channels, on_error=data.on_unreadable
-    )
+    """The split of the config's scenario."""
+    return get_scenario(config.scenario).split(config)
 
 
 def check_resumable(folder: RunFolder, config: RunConfig) -> None:
@@ -186,121 +146,3 @@ def _flatten(tree: dict[str, Any], prefix: tuple[str, ...] = ()) -> dict[tuple[s
         else:
             flat[(*prefix, key)] = value
     return flat
-
-
-def score_test_set(
-    detector: AutoencoderDetector,
-    test: TestSet,
-    angle_bands: list[float],
-    kind_order: tuple[str, ...] | None = None,
-) -> tuple[np.ndarray, dict[str, Any]]:
-    """Per-image scores of the test set and the metrics at the detector's threshold."""
-    scores = detector.decision_function(test.images)
-    return scores, evaluate_scores(
-        scores, test, float(detector.threshold_), angle_bands, kind_order
-    )
-
-
-def evaluate_scores(
-    scores: np.ndarray,
-    test: TestSet,
-    threshold: float,
-    angle_bands: list[float],
-    kind_order: tuple[str, ...] | None = None,
-) -> dict[str, Any]:
-    return evaluate(
-        scores,
-        test.labels,
-        test.kinds,
-        test.noise_std,
-        test.angle,
-        threshold,
-        angle_bands=angle_bands,
-        kind_order=kind_order,
-    )
-
-
-def write_artefacts(
-    folder: Path, config: RunConfig, data: ScenarioData, detector: AutoencoderDetector
-) -> dict[str, Any]:
-    """Score the test set; write the detector, scores.csv and the report; return the metrics."""
-    test = labelled_test(data)
-    bands = config.corruptions.angle_bands
-    scores = detector.decision_function(test.images)
-    if config.detector.threshold_data == "test-normal":
-        # Reproduces projects that fitted the threshold on the normal *test* images;
-        # the metrics say so, since it uses test labels.
-        detector.threshold_ = parse_threshold(config.detector.threshold).fit(
-            scores[test.labels == 0]
-        )
-    threshold = float(detector.threshold_)
-    metrics = evaluate_scores(scores, test, threshold, bands, data.kind_order)
-    metrics["threshold_rule"] = config.detector.threshold
-    metrics["threshold_data"] = config.detector.threshold_data
-    metrics["training"] = detector.training_summary()
-    metrics["detector"] = detector.description()
-    detector.save(folder / "detector")
-    corruption_columns = config.scenario == "corruptions"
-    write_text(folder / "scores.csv", scores_csv(test, scores, threshold, corruption_columns))
-    write_report(
-        folder,
-        title=f"ae-anomaly: {config.scenario} on {config.data.dataset}",
-        metrics=metrics,
-        history=detector.history_,
-        scores=scores,
-        labels=test.labels,
-        kinds=test.kinds,
-        threshold=threshold,
-        examples=most_anomalous(detector, test, scores, config.report.top_k),
-        config_text=yaml.safe_dump(config.to_dict(), sort_keys=False),
-    )
-    return metrics
-
-
-def severity(test: TestSet) -> np.ndarray:
-    """One number per image: the noise std where noise was added, else |angle| in degrees."""
-    return np.where(test.noise_std > 0, test.noise_std, np.abs(test.angle))
-
-
-def scores_csv(
-    test: TestSet, scores: np.ndarray, threshold: float, corruption_columns: bool = True
-) -> str:
-    """One row per test image; ``corruption_columns`` adds severity, noise_std and angle."""
-    columns: dict[str, Any] = {
-        "index": range(len(scores)),
-        "source_index": test.source_index,
-        "class": test.source_label,
-        "kind": test.kinds,
-    }
-    if test.paths is not None:
-        columns["path"] = test.paths
-    if corruption_columns:
-        columns |= {
-            "severity": [f"{v:g}" for v in severity(test)],
-            "noise_std": [f"{v:g}" for v in test.noise_std],
-            # +0.0 turns a rounded -0.00 into 0.00.
-            "angle": [f"{round(v, 2) + 0.0:.2f}" for v in test.angle],
-        }
-    columns |= {
-        "label": test.labels,
-        # Scores at full float32 precision, so that predicted == (score > threshold)
-        # holds on the written values too.
-        "score": [f"{v:.9g}" for v in scores],
-        "predicted": (scores > threshold).astype(int),
-    }
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(columns)
-    writer.writerows(zip(*columns.values(), strict=True))
-    return buffer.getvalue()
-
-
-def most_anomalous(
-    detector: AutoencoderDetector, test: TestSet, scores: np.ndarray, k: int
-) -> Examples:
-    """The k highest-scoring test images with their reconstructions and error maps."""
-    top = np.argsort(-scores, kind="stable")[:k]
-    images = test.images[top]
-    reconstructions, errors = detector.reconstruct(images)
-    captions = [f"#{i} {test.describe(int(i))}, score {scores[i]:.4f}" for i in top]
-    return Examples(images.numpy(), reconstructions, errors, captions)

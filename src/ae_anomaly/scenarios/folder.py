@@ -1,0 +1,85 @@
+"""The folder scenario: your own images (data/folder.py), the default when the dataset
+is a path.
+
+train/ is split into train and validation; test/ (normal/ and one folder per anomaly
+kind) is the test set. Without test/, there is nothing labelled to test on: every
+training image (validation ones included) is ranked instead, which shows the oddest
+of the images you called normal.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ae_anomaly.errors import UserError
+from ae_anomaly.scenarios.base import RankingSet, Scenario, ScenarioData, TestSet
+
+if TYPE_CHECKING:
+    from ae_anomaly.config import DataConfig, RunConfig
+    from ae_anomaly.data.folder import FolderDataset
+
+NORMAL_KIND = "normal"
+
+
+class Folder(Scenario):
+    name = "folder"
+    description = "folder (your own images; the default when dataset is a path)"
+    own_images = True
+
+    def split(self, config: RunConfig) -> ScenarioData:
+        return folder_scenario(load_own_images(config.data), config.data, config.seed)
+
+
+def load_own_images(data: DataConfig) -> FolderDataset:
+    """The folder or array file named by ``data.dataset``, read as the config says."""
+    from ae_anomaly.data.folder import load_image_source
+    from ae_anomaly.data.sources import dataset_names
+
+    path = Path(data.dataset).expanduser()
+    if not path.exists():
+        raise UserError(
+            f"unknown dataset {data.dataset!r}: not one of {', '.join(dataset_names())}, "
+            f"and there is no folder or file at {path}"
+        )
+    return load_image_source(
+        path, size=data.image_size, channels=data.channels, on_error=data.on_unreadable
+    )
+
+
+def folder_scenario(source: FolderDataset, data: DataConfig, seed: int) -> ScenarioData:
+    """train/ split into train and validation; test/ as the test set, else a ranking."""
+    from ae_anomaly.data.tensors import to_image_tensor
+    from ae_anomaly.scenarios.splits import SPLIT_STREAM, TEST_STREAM, limited_order, split_normal
+
+    train, val = split_normal(source.train_images, data, seed)
+    skipped = tuple(f"{s.path}: {s.reason}" for s in source.skipped)
+    if source.test is None:
+        order = limited_order(len(source.train_images), data.train_limit, seed, SPLIT_STREAM)
+        ranked = RankingSet(
+            images=to_image_tensor(source.train_images[order]),
+            split=np.full(len(order), "train"),
+            index=order,
+            label=None,
+            class_names=(),
+            paths=tuple(source.train_paths[i] for i in order),
+        )
+        return ScenarioData(train=train, val=val, test=None, ranked=ranked, skipped=skipped)
+    labelled = source.test
+    order = limited_order(len(labelled.images), data.test_limit, seed, TEST_STREAM)
+    kinds = np.array(labelled.kinds, dtype=object)[order].astype(str)
+    labels = labelled.labels[order]
+    kinds = np.where(labels == 0, NORMAL_KIND, kinds)
+    names = sorted(set(kinds.tolist()) - {NORMAL_KIND})
+    test = TestSet(
+        images=to_image_tensor(labelled.images[order]),
+        labels=labels.astype(np.int64),
+        kinds=kinds,
+        source_index=order,
+        # The kind's number (0 = normal), so the class column stays numeric.
+        source_label=np.array([0 if k == NORMAL_KIND else 1 + names.index(k) for k in kinds]),
+        paths=tuple(labelled.paths[i] for i in order),
+    )
+    return ScenarioData(train=train, val=val, test=test, kind_order=tuple(names), skipped=skipped)
