@@ -1,4 +1,4 @@
-"""Tests for ae_anomaly.data.folder: image folders, arrays and the chunked stream.
+"""Own images (data/images.py, arrays.py, folder.py, stream.py): folders, arrays, the stream.
 
 The folder tests write real Fashion-MNIST images as PNG files: a PNG round
 trip of uint8 pixels is lossless, so a detector trained from the folder must
@@ -19,17 +19,11 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score
 
 from ae_anomaly import AutoencoderDetector
-from ae_anomaly.data.folder import (
-    DEFAULT_MAX_PIXELS,
-    count_images,
-    iter_image_chunks,
-    list_image_files,
-    load_array,
-    load_image_folder,
-    load_image_source,
-    read_images,
-)
+from ae_anomaly.data.arrays import load_array
+from ae_anomaly.data.folder import load_image_folder, load_image_source
+from ae_anomaly.data.images import DEFAULT_MAX_PIXELS, list_image_files, read_images
 from ae_anomaly.data.sources import Dataset
+from ae_anomaly.data.stream import count_images, iter_image_chunks
 from ae_anomaly.errors import UserError
 
 SNEAKER, SHIRT, BAG = 7, 6, 8

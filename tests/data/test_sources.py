@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from ae_anomaly.data import sources
+from ae_anomaly.data.download import download_dataset
 from ae_anomaly.data.sources import (
     TEST_IMAGES,
     TEST_LABELS,
@@ -28,7 +29,6 @@ from ae_anomaly.data.sources import (
     TRAIN_LABELS,
     dataset_names,
     dataset_status,
-    download_dataset,
     get_spec,
     load_dataset,
     locate_dataset,

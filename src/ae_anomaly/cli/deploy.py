@@ -12,7 +12,7 @@ import click
 from rich.console import Console
 
 if TYPE_CHECKING:  # the real import loads torch, which commands defer until needed
-    from ae_anomaly.data.folder import OnError
+    from ae_anomaly.data.images import OnError
     from ae_anomaly.deploy.batch import OutputFormat, ScoreSummary
 
 from ae_anomaly.cli.app import cli
@@ -80,7 +80,7 @@ def score(
     converted to its channel count; arrays must already have its shape.
     """
     from ae_anomaly.cli.progress import CountProgress
-    from ae_anomaly.data.folder import count_images
+    from ae_anomaly.data.stream import count_images
     from ae_anomaly.deploy.batch import describe_skipped, score_inputs
     from ae_anomaly.detector.estimator import AutoencoderDetector
     from ae_anomaly.fileio import atomic_write

@@ -1,7 +1,7 @@
 """Scoring files, folders, globs and arrays with a fitted detector, one chunk at a time.
 
 What ``ae-anomaly score`` does: the inputs are streamed in chunks
-(``data.folder.iter_image_chunks``), each chunk is scored and its rows are
+(``data.stream.iter_image_chunks``), each chunk is scored and its rows are
 written out before the next chunk is read, so memory holds one chunk of
 images however many there are. Rows are ``path, score, threshold,
 is_anomaly`` (for an array file the path is ``file.npy[i]``), as CSV or
@@ -24,14 +24,8 @@ from typing import Any, Literal, TextIO
 import numpy as np
 from PIL import Image
 
-from ae_anomaly.data.folder import (
-    DEFAULT_CHUNK_SIZE,
-    IMAGE_SUFFIXES,
-    ImageChunk,
-    OnError,
-    Skipped,
-    iter_image_chunks,
-)
+from ae_anomaly.data.images import IMAGE_SUFFIXES, OnError, Skipped
+from ae_anomaly.data.stream import DEFAULT_CHUNK_SIZE, ImageChunk, iter_image_chunks
 from ae_anomaly.detector.estimator import AutoencoderDetector
 from ae_anomaly.errors import UserError
 from ae_anomaly.fileio import write_bytes

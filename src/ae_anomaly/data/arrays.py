@@ -1,0 +1,123 @@
+"""Reading ``.npy`` / ``.npz`` arrays of images.
+
+Arrays are read with ``np.load(allow_pickle=False)``: object arrays, which would need
+unpickling, are refused. ``.npy`` files can be memory-mapped, so that scoring streams
+them chunk by chunk.
+"""
+
+from __future__ import annotations
+
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from ae_anomaly.data.images import describe_error
+from ae_anomaly.errors import UserError
+
+ARRAY_SUFFIXES = (".npy", ".npz")
+# How each array file starts: numpy's format magic, and a zip archive's.
+_ARRAY_MAGIC = {".npy": b"\x93NUMPY", ".npz": b"PK\x03\x04"}
+# Keys tried, in order, in an .npz holding more than one array.
+NPZ_KEYS = ("images", "x", "X")
+
+
+def load_array(path: Path | str, *, mmap: bool = False) -> np.ndarray:
+    """The image array in an ``.npy`` file, or the one in an ``.npz`` (single array or NPZ_KEYS).
+
+    Never unpickles: object arrays are refused. With ``mmap`` an ``.npy`` is
+    memory-mapped (read-only) instead of read whole.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in ARRAY_SUFFIXES:
+        raise UserError(f"{path} is not an .npy or .npz file")
+    _check_magic(path, _ARRAY_MAGIC[suffix])
+    try:
+        if suffix == ".npy":
+            array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        else:
+            with np.load(path, allow_pickle=False) as archive:
+                array = archive[_npz_key(path, list(archive.files))]
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):
+            raise UserError(
+                f"{path} holds Python objects, which would have to be unpickled; "
+                "only numeric arrays are read"
+            ) from None
+        raise UserError(f"cannot read {path}: {exc}") from None
+    except (OSError, EOFError, zlib.error) as exc:
+        raise UserError(f"cannot read {path}: {describe_error(exc)}") from None
+    return _checked_array(array, path)
+
+
+def _check_magic(path: Path, magic: bytes) -> None:
+    """Refuse a file that does not start like its suffix says, before numpy guesses at it.
+
+    Given other bytes, np.load would try to read the file as a pickle.
+    """
+    try:
+        with path.open("rb") as handle:
+            start = handle.read(len(magic))
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if start != magic:
+        kind = "an .npy file" if magic == _ARRAY_MAGIC[".npy"] else "an .npz (zip) file"
+        raise UserError(f"cannot read {path}: it is not {kind}")
+
+
+def _npz_key(path: Path, keys: list[str]) -> str:
+    if len(keys) == 1:
+        return keys[0]
+    for key in NPZ_KEYS:
+        if key in keys:
+            return key
+    raise UserError(
+        f"{path} holds arrays {', '.join(keys) or '(none)'}; store the images as its only "
+        f"array or under one of the names {', '.join(NPZ_KEYS)}"
+    )
+
+
+def _checked_array(array: np.ndarray, path: Path) -> np.ndarray:
+    if array.ndim not in (3, 4):
+        raise UserError(
+            f"{path} holds an array of shape {array.shape}; "
+            "images must be (N, H, W) or (N, C, H, W)"
+        )
+    if array.dtype != np.uint8 and array.dtype.kind != "f":
+        raise UserError(
+            f"{path} holds {array.dtype} values; images must be uint8 or float in [0, 1]"
+        )
+    if array.shape[0] == 0:
+        raise UserError(f"{path} holds no images")
+    return array
+
+
+def as_nchw(array: np.ndarray) -> np.ndarray:
+    return array[:, None] if array.ndim == 3 else array
+
+
+def array_length(path: Path) -> int:
+    """Rows in an array file, from its header only: an .npz member is not decompressed."""
+    if path.suffix.lower() == ".npy":
+        return len(load_array(path, mmap=True))
+    _check_magic(path, _ARRAY_MAGIC[".npz"])
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = {n.removesuffix(".npy"): n for n in archive.namelist()}
+            with archive.open(members[_npz_key(path, list(members))]) as member:
+                version = np.lib.format.read_magic(member)
+                reader = (
+                    np.lib.format.read_array_header_1_0
+                    if version == (1, 0)
+                    else np.lib.format.read_array_header_2_0
+                )
+                shape = reader(member)[0]
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise UserError(f"cannot read {path}: {describe_error(exc)}") from None
+    return int(shape[0]) if shape else 0
+
+
+def is_array_file(path: Path) -> bool:
+    return path.suffix.lower() in ARRAY_SUFFIXES
