@@ -48,12 +48,11 @@ def is_dataset_path(dataset: str) -> bool:
     return dataset not in dataset_names()
 
 
-class DataConfig(Section):
-    dataset: str = Field(
-        "mnist",
-        description="dataset name (see `ae-anomaly datasets`), or a folder of your own images "
-        "(train/, optional test/normal/ and test/<kind>/) or a .npy/.npz array of them",
-    )
+class DatasetSection(Section):
+    """Which images, and how many: what the detector's and the classifier's data sections
+    share."""
+
+    dataset: str = Field("mnist", description="dataset name (see `ae-anomaly datasets`)")
     data_dir: Path | None = Field(
         None, description="folder holding <dataset>/ with the IDX files; searched first"
     )
@@ -63,6 +62,14 @@ class DataConfig(Section):
     )
     test_limit: StrictInt | None = Field(
         None, ge=20, description="use at most this many test images (quick runs); all if unset"
+    )
+
+
+class DataConfig(DatasetSection):
+    dataset: str = Field(
+        "mnist",
+        description="dataset name (see `ae-anomaly datasets`), or a folder of your own images "
+        "(train/, optional test/normal/ and test/<kind>/) or a .npy/.npz array of them",
     )
     normal_class: StrictInt | None = Field(
         None,

@@ -9,20 +9,16 @@ the command line can refuse a bad value before torch is loaded. Like
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     Strict,
-    StrictInt,
     ValidationError,
     field_validator,
 )
 
-from ae_anomaly.config import apply_overrides, leaf_fields
+from ae_anomaly.config import DatasetSection, apply_overrides, leaf_fields
 from ae_anomaly.data.sources import dataset_names
 from ae_anomaly.errors import UserError
 from ae_anomaly.params import (
@@ -32,30 +28,15 @@ from ae_anomaly.params import (
     LearningRate,
     LrDecay,
     Patience,
+    Section,
     Seed,
     TrainingParams,
-    ValFraction,
     describe_validation_error,
 )
 
 
-class _Section(BaseModel):
-    # A typo must not silently fall back to a default.
-    model_config = ConfigDict(extra="forbid", validate_default=True)
-
-
-class ClassifierDataConfig(_Section):
+class ClassifierDataConfig(DatasetSection):
     dataset: str = Field("mnist", description="dataset name: mnist or fashion-mnist")
-    data_dir: Path | None = Field(
-        None, description="folder holding <dataset>/ with the IDX files; searched first"
-    )
-    val_fraction: ValFraction = FitParams.val_fraction
-    train_limit: StrictInt | None = Field(
-        None, ge=20, description="use at most this many training images (quick runs); all if unset"
-    )
-    test_limit: StrictInt | None = Field(
-        None, ge=20, description="use at most this many test images (quick runs); all if unset"
-    )
 
     @field_validator("dataset")
     @classmethod
@@ -89,7 +70,7 @@ class ClassifierTraining(TrainingParams):
     ] = 2
 
 
-class ClassifierConfig(_Section):
+class ClassifierConfig(Section):
     seed: Seed = FitParams.seed
     device: Device = FitParams.device
     data: ClassifierDataConfig = Field(default_factory=ClassifierDataConfig)

@@ -50,7 +50,24 @@ MAX_REFERENCE_CODES = 20_000
 _Fitted = TypeVar("_Fitted", bound=nn.Module)
 
 
-class CodeDensity(Term):
+class CodeTerm(Term):
+    """A term of the code: ``forward(codes)`` gives the values, after standardising the
+    codes with the training codes' ``shift`` and ``scale``."""
+
+    needs_code = True
+    shift: torch.Tensor
+
+    def score(
+        self, images: torch.Tensor, reconstructions: torch.Tensor, codes: torch.Tensor | None
+    ) -> torch.Tensor:
+        assert codes is not None
+        return self(codes)  # type: ignore[no-any-return]
+
+    def code_width(self) -> int | None:
+        return int(self.shift.shape[0])
+
+
+class CodeDensity(CodeTerm):
     """Negative log-likelihood of codes under a full-covariance Gaussian mixture: the
     score term ``latent``.
 
@@ -67,7 +84,6 @@ class CodeDensity(Term):
     precision_cholesky: torch.Tensor
 
     name = "latent"
-    needs_code = True
     logged = False  # a log-likelihood already, and it can be negative
     state_key = "density"
 
@@ -104,17 +120,8 @@ class CodeDensity(Term):
             raise UserError(f"the saved detector lacks the code density its score {spec!r} needs")
         return cls(code_size=means.shape[1], components=means.shape[0])
 
-    def score(
-        self, images: torch.Tensor, reconstructions: torch.Tensor, codes: torch.Tensor | None
-    ) -> torch.Tensor:
-        assert codes is not None
-        return self(codes)  # type: ignore[no-any-return]
 
-    def code_width(self) -> int | None:
-        return int(self.shift.shape[0])
-
-
-class CodeNeighbours(Term):
+class CodeNeighbours(CodeTerm):
     """Mean Euclidean distance from each code to its ``NEIGHBOURS`` nearest reference codes:
     the score term ``knn``.
 
@@ -127,7 +134,6 @@ class CodeNeighbours(Term):
     reference: torch.Tensor
 
     name = "knn"
-    needs_code = True
     state_key = "neighbours"
 
     def __init__(self, code_size: int, references: int) -> None:
@@ -163,15 +169,6 @@ class CodeNeighbours(Term):
                 f"the saved detector lacks the reference codes its score {spec!r} needs"
             )
         return cls(code_size=reference.shape[1], references=reference.shape[0])
-
-    def score(
-        self, images: torch.Tensor, reconstructions: torch.Tensor, codes: torch.Tensor | None
-    ) -> torch.Tensor:
-        assert codes is not None
-        return self(codes)  # type: ignore[no-any-return]
-
-    def code_width(self) -> int | None:
-        return int(self.shift.shape[0])
 
 
 def fit_code_neighbours(codes: torch.Tensor, seed: int) -> CodeNeighbours:
