@@ -356,3 +356,26 @@ def test_read_yaml_folder_instead_of_file(tmp_path: Path) -> None:
 def test_non_finite_numbers_are_refused(overrides: dict[str, object]) -> None:
     with pytest.raises(UserError, match="finite"):
         build_config({}, overrides)
+
+
+def test_every_training_parameter_is_a_key_a_flag_and_an_estimator_argument() -> None:
+    """One definition (params.AutoencoderTraining) serves the config file, the flags, the
+    detector and the loop: a field added there is all of these at once."""
+    from dataclasses import asdict
+
+    from ae_anomaly.detector.estimator import AutoencoderDetector
+    from ae_anomaly.params import AutoencoderTraining, TrainingParams
+    from ae_anomaly.runs.experiment import detector_from_config
+
+    fields = group_fields(AutoencoderTraining)
+    assert set(group_fields(TrainingParams)) < set(fields)  # the loop's settings are in it
+    defaults = AutoencoderDetector().get_params()
+    leaves = leaf_fields()
+    for name, info in fields.items():
+        assert leaves[name][0] == "training", name
+        assert defaults[name] == info.default, name
+    changed = {"epochs": 3, "lr_decay": 0.5, "loss": "mae", "restore_share": 0.25}
+    config = build_config({}, {**changed, "model": "conv-bn"})
+    assert {k: v for k, v in asdict(config.training).items() if k in changed} == changed
+    detector = detector_from_config(config)
+    assert {k: detector.get_params()[k] for k in changed} == changed
