@@ -23,17 +23,17 @@ import torch
 from matplotlib.figure import Figure
 
 from ae_anomaly.config import RunConfig, read_yaml, validate_config
-from ae_anomaly.scenarios.one_class import OneClass, checked_class, one_class_scenario
-from ae_anomaly.scenarios.splits import labelled_test
 from ae_anomaly.data.sources import Dataset, load_dataset
 from ae_anomaly.errors import UserError
-from ae_anomaly.runs.experiment import detector_from_config
-from ae_anomaly.runs.results import evaluate_test
 from ae_anomaly.fileio import write_bytes, write_json, write_text, write_yaml
-from ae_anomaly.nn.models import build_model
-from ae_anomaly.runs.folder import CONFIG_FILE, RunFolder
-from ae_anomaly.report.figures import figure_png
 from ae_anomaly.nn.callbacks import Callback
+from ae_anomaly.nn.models import build_model
+from ae_anomaly.report.figures import figure_png
+from ae_anomaly.runs.experiment import detector_from_config
+from ae_anomaly.runs.folder import CONFIG_FILE, RunFolder
+from ae_anomaly.runs.results import evaluate_test
+from ae_anomaly.scenarios.one_class import OneClass, checked_class, one_class_scenario
+from ae_anomaly.scenarios.splits import labelled_test
 
 PLAN_FILE = "plan.json"
 CELLS_DIR = "cells"
@@ -173,7 +173,9 @@ def run_cell(
     cell_config = config.model_copy(update={"data": data_config, "seed": seed})
     data = one_class_scenario(dataset, data_config, seed)
     started = time.perf_counter()
-    detector = detector_from_config(cell_config).fit(data.train, validation=data.val, callbacks=callbacks)
+    detector = detector_from_config(cell_config).fit(
+        data.train, validation=data.val, callbacks=callbacks
+    )
     trained = time.perf_counter()
     test = labelled_test(data)
     scores = detector.decision_function(test.images)

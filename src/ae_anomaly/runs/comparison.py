@@ -9,7 +9,7 @@ and corrupted digits, and AUROC against noise strength per model.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence, Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,19 +18,19 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ae_anomaly.config import RunConfig
-from ae_anomaly.scenarios.base import ScenarioData, TestSet
-from ae_anomaly.scenarios.splits import labelled_test
 from ae_anomaly.errors import UserError
+from ae_anomaly.fileio import write_bytes, write_json, write_text, write_yaml
+from ae_anomaly.nn.callbacks import Callback
+from ae_anomaly.nn.models import build_model, has_code, parameter_count
+from ae_anomaly.report.figures import figure_png
 from ae_anomaly.report.metrics import format_number
 from ae_anomaly.runs.experiment import detector_from_config, prepare_data
+from ae_anomaly.runs.folder import CONFIG_FILE, RunFolder
 from ae_anomaly.runs.results import evaluate_test
 from ae_anomaly.scenarios import get_scenario
-from ae_anomaly.fileio import write_bytes, write_json, write_text, write_yaml
-from ae_anomaly.nn.models import build_model, has_code, parameter_count
-from ae_anomaly.runs.folder import CONFIG_FILE, RunFolder
-from ae_anomaly.report.figures import figure_png
+from ae_anomaly.scenarios.base import ScenarioData, TestSet
+from ae_anomaly.scenarios.splits import labelled_test
 from ae_anomaly.scores.term import require_code
-from ae_anomaly.nn.callbacks import Callback
 
 DEFAULT_MODELS = ("fc-small", "fc-deep", "conv-strided", "conv-bn", "conv-keras")
 # Test images per kind shown in the reconstruction figure.
@@ -136,7 +136,9 @@ def _train_and_score(
 ) -> ModelResult:
     model_config = config.model_copy(update={"model": name, "model_args": {}})
     started = time.perf_counter()
-    detector = detector_from_config(model_config).fit(data.train, validation=data.val, callbacks=callbacks)
+    detector = detector_from_config(model_config).fit(
+        data.train, validation=data.val, callbacks=callbacks
+    )
     seconds = time.perf_counter() - started
     test = labelled_test(data)
     scores = detector.decision_function(test.images)

@@ -8,18 +8,12 @@ CLI is a thin shell around ``run_experiment``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-import csv
-import io
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
-
-import numpy as np
-import yaml
 
 from ae_anomaly.config import RunConfig, read_yaml, validate_config
 from ae_anomaly.detector.estimator import AutoencoderDetector

@@ -17,8 +17,8 @@ import numpy as np
 import yaml
 
 from ae_anomaly.fileio import write_text
-from ae_anomaly.report.metrics import evaluate
 from ae_anomaly.report.figures import Examples
+from ae_anomaly.report.metrics import evaluate
 from ae_anomaly.report.page import write_report
 from ae_anomaly.report.ranking import write_ranking
 from ae_anomaly.scenarios import get_scenario
