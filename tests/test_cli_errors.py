@@ -341,9 +341,9 @@ CUDA = torch.cuda.is_available()
             id="model-args-key",
         ),
         pytest.param(
-            ["--model", "conv-bn", "--model-args", "{channels: [16, 32, 64]}"],
-            ["divisible by 8"],
-            id="model-depth",
+            ["--model", "conv-bn", "--model-args", "{channels: []}"],
+            ["conv-bn channels", "non-empty"],
+            id="model-no-stages",
         ),
         pytest.param(
             ["--model-args", "{channels: [-1]}"],

@@ -118,3 +118,38 @@ def test_threshold_from_normal_test_images_needs_them(tmp_path: Path, fashion: D
     )
     assert code == 2 and "needs normal test images" in output
     assert not (tmp_path / "r").exists() and not (tmp_path / "r.incomplete").exists()
+
+
+def test_e2e_colour_images_of_an_odd_size_run_and_report_in_colour(
+    fashion: Dataset, tmp_path: Path
+) -> None:
+    """30x30 colour PNG and JPEG images: no refusal for the size, a report in colour, and a
+    ranking of the training images when there is no test/ folder."""
+    root = tmp_path / "colour"
+
+    def coloured(images: np.ndarray) -> np.ndarray:
+        rgb = np.stack([images, images * 0.6, images * 0.3], axis=-1).astype(np.uint8)
+        return np.stack([np.asarray(Image.fromarray(i).resize((30, 30))) for i in rgb])
+
+    sneakers = coloured(fashion.train_images[fashion.train_labels == SNEAKER][:200])
+    save_pngs(root / "train", sneakers, "g")
+    save_pngs(tmp_path / "untested" / "train", sneakers, "g")
+    test = coloured(fashion.test_images[fashion.test_labels == TROUSER][:20])
+    (root / "test" / "trouser").mkdir(parents=True)
+    for i, image in enumerate(test):
+        Image.fromarray(image).save(root / "test" / "trouser" / f"t{i}.jpg")
+    save_pngs(
+        root / "test" / "normal",
+        coloured(fashion.test_images[fashion.test_labels == SNEAKER][:20]),
+        "n",
+    )
+    out = tmp_path / "run"
+    code, output = run(["--dataset", str(root), "--out", str(out)])
+    assert code == 0, output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n_test"] == 40
+    examples = np.asarray(Image.open(out / "plots" / "examples.png").convert("RGB"), dtype=int)
+    assert (np.abs(examples[..., 0] - examples[..., 2]) > 60).any()  # coloured pixels drawn
+    code, output = run(["--dataset", str(tmp_path / "untested"), "--out", str(tmp_path / "ranked")])
+    assert code == 0, output
+    assert (tmp_path / "ranked" / "plots" / "most_anomalous.png").is_file()

@@ -147,3 +147,14 @@ def test_examples_reject_mismatched_shapes() -> None:
         Examples(np.zeros((2, 4, 4)), np.zeros((2, 4, 4)), np.zeros((2, 4, 4)), ["one"])
     with pytest.raises(ValueError, match="shape"):
         Examples(np.zeros((4, 4)), np.zeros((4, 4)), np.zeros((4, 4)), ["one"])
+
+
+def test_scores_with_negative_values_get_a_linear_axis() -> None:
+    """Combined scores are negative for typical normal images: no log axis for them."""
+    from ae_anomaly.report.figures import score_bins
+
+    combined = np.array([-3.0, -1.0, -0.5, 0.2, 40.0, 400.0])
+    edges, log_x = score_bins(combined)
+    assert not log_x and edges[0] == -3.0 and edges[-1] == 400.0
+    _, log_x = score_bins(np.array([1e-4, 1e-3, 0.5]))
+    assert log_x

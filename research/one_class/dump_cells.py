@@ -70,9 +70,9 @@ def register_research_models() -> None:
     """The research-only architectures: conv-dense-deep, -noisy and -stage3."""
     from torch import nn
 
-    from ae_anomaly.nn import models
+    from ae_anomaly.nn import conv, models
 
-    class ConvDenseDeep(models.ConvDense):
+    class ConvDenseDeep(conv.ConvDense):
         """conv-dense with two more 3x3 conv blocks at 7x7 in the encoder and the decoder."""
 
         name = "conv-dense-deep"
@@ -82,17 +82,17 @@ def register_research_models() -> None:
             c2 = self.grid[0]
             self.encoder = nn.Sequential(
                 *list(self.encoder)[:-2],
-                *models._conv_bn(nn.Conv2d(c2, c2, 3, padding=1), c2),
-                *models._conv_bn(nn.Conv2d(c2, c2, 3, padding=1), c2),
+                *conv._conv_bn(nn.Conv2d(c2, c2, 3, padding=1), c2),
+                *conv._conv_bn(nn.Conv2d(c2, c2, 3, padding=1), c2),
                 *list(self.encoder)[-2:],
             )
             self.decoder = nn.Sequential(
-                *models._conv_bn(nn.Conv2d(c2, c2, 3, padding=1), c2),
-                *models._conv_bn(nn.Conv2d(c2, c2, 3, padding=1), c2),
+                *conv._conv_bn(nn.Conv2d(c2, c2, 3, padding=1), c2),
+                *conv._conv_bn(nn.Conv2d(c2, c2, 3, padding=1), c2),
                 *list(self.decoder),
             )
 
-    class ConvDenseNoisy(models.ConvDense):
+    class ConvDenseNoisy(conv.ConvDense):
         """conv-dense whose code gets noise (0.2 of each unit's batch spread) in training."""
 
         name = "conv-dense-noisy"
@@ -103,7 +103,7 @@ def register_research_models() -> None:
                 code = code + 0.2 * code.detach().std(0) * torch.randn_like(code)
             return self.decode(code)
 
-    class ConvDenseStage3(models.ConvDense):
+    class ConvDenseStage3(conv.ConvDense):
         """conv-dense with a third stride-2 stage: 28 -> 14 -> 7 -> 4 and back."""
 
         name = "conv-dense-stage3"
@@ -115,7 +115,7 @@ def register_research_models() -> None:
             self.grid = (c3, 4, 4)
             self.encoder = nn.Sequential(
                 *list(self.encoder)[:-2],
-                *models._conv_bn(nn.Conv2d(c2, c3, 3, stride=2, padding=1), c3),
+                *conv._conv_bn(nn.Conv2d(c2, c3, 3, stride=2, padding=1), c3),
                 nn.Flatten(),
                 nn.Linear(c3 * 16, code),
             )
@@ -123,7 +123,7 @@ def register_research_models() -> None:
                 nn.Linear(code, c3 * 16), nn.BatchNorm1d(c3 * 16), nn.ReLU(inplace=True)
             )
             self.decoder = nn.Sequential(
-                *models._conv_bn(nn.ConvTranspose2d(c3, c2, 3, stride=2, padding=1), c2),
+                *conv._conv_bn(nn.ConvTranspose2d(c3, c2, 3, stride=2, padding=1), c2),
                 *list(self.decoder),
             )
 

@@ -93,6 +93,8 @@ def onnx_bytes(detector: AutoencoderDetector) -> bytes:
         warnings.simplefilter("ignore", DeprecationWarning)
         # The blur kernels and channel counts are constants on purpose (scoring.py).
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        # Cropping a padded image (nn/sizes.py) is a slice the exporter cannot fold.
+        warnings.filterwarnings("ignore", message="Constant folding", category=UserWarning)
         torch.onnx.export(
             wrapper,
             (example,),

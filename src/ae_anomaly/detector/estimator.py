@@ -47,8 +47,9 @@ from ae_anomaly.nn.ensemble import (
 )
 from ae_anomaly.nn.inference import batched_outputs
 from ae_anomaly.nn.loop import Task, reconstruction_loss, train
-from ae_anomaly.nn.models import build_model, has_code
+from ae_anomaly.nn.models import has_code
 from ae_anomaly.nn.restoration import restoration
+from ae_anomaly.nn.sizes import build_network
 from ae_anomaly.params import (
     AutoencoderTraining,
     FitParams,
@@ -165,7 +166,7 @@ class AutoencoderDetector(ModelParams, ScoreParams, AutoencoderTraining, ImageEs
         """Member ``member``'s network, trained on ``images``, and its training state."""
         seed = member_seed(self.seed, member)
         with seeded(seed):  # the seed fixes the initial weights
-            built = build_model(self.model, self.input_shape_, **(self.model_args or {}))
+            built = build_network(self.model, self.input_shape_, **(self.model_args or {}))
         require_code(self.score, has_code(built), self.model)
         network = placed(built, self.device_)
         state = train(

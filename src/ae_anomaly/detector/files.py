@@ -32,7 +32,8 @@ from ae_anomaly.estimator.files import (
 )
 from ae_anomaly.nn.device import select_device
 from ae_anomaly.nn.ensemble import combined
-from ae_anomaly.nn.models import WithCode, build_model
+from ae_anomaly.nn.models import WithCode
+from ae_anomaly.nn.sizes import build_network
 from ae_anomaly.scores.scorer import Scorer
 
 if TYPE_CHECKING:
@@ -102,7 +103,7 @@ def load_detector(cls: type[AutoencoderDetector], folder: Path, device: str) -> 
         )
     try:
         networks = [
-            build_model(detector.model, detector.input_shape_, **(detector.model_args or {}))
+            build_network(detector.model, detector.input_shape_, **(detector.model_args or {}))
             for _ in range(detector.members)
         ]
     except UserError as exc:

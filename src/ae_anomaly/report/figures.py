@@ -34,9 +34,10 @@ HIST_BINS = 50
 class Examples:
     """A few test images with what the model made of them, for ``examples.png``.
 
-    ``images``, ``reconstructions`` and ``errors`` (per-pixel error maps) have shape
-    (k, H, W) or (k, 1, H, W); pixel values in [0, 1]. ``captions`` holds one line per
-    example, e.g. "noise+rotation, score 0.031".
+    ``images`` and ``reconstructions`` have shape (k, H, W) or (k, C, H, W), pixel
+    values in [0, 1]; they are kept as ``displayable`` arrays (grey (k, H, W), or
+    colour (k, H, W, 3)). ``errors`` are the per-pixel error maps, (k, H, W).
+    ``captions`` holds one line per example, e.g. "noise+rotation, score 0.031".
     """
 
     images: NDArray[Any]
@@ -45,22 +46,40 @@ class Examples:
     captions: Sequence[str]
 
     def __post_init__(self) -> None:
-        # Accept channel-first model output; store plain (k, H, W) arrays.
-        for name in ("images", "reconstructions", "errors"):
-            arr = np.asarray(getattr(self, name), dtype=np.float64)
-            if arr.ndim == 4 and arr.shape[1] == 1:
-                arr = arr[:, 0]
-            if arr.ndim != 3:
-                raise ValueError(f"Examples.{name} must have shape (k, H, W), got {arr.shape}")
-            object.__setattr__(self, name, arr)
-        shapes = {self.images.shape, self.reconstructions.shape, self.errors.shape}
-        if len(shapes) != 1 or len(self.captions) != self.images.shape[0]:
+        for name in ("images", "reconstructions"):
+            object.__setattr__(self, name, displayable(getattr(self, name)))
+        errors = np.asarray(self.errors, dtype=np.float64)
+        if errors.ndim == 4 and errors.shape[1] == 1:
+            errors = errors[:, 0]
+        if errors.ndim != 3:
+            raise ValueError(f"Examples.errors must have shape (k, H, W), got {errors.shape}")
+        object.__setattr__(self, "errors", errors)
+        shapes = {self.images.shape, self.reconstructions.shape}
+        if (
+            len(shapes) != 1
+            or self.images.shape[:3] != errors.shape
+            or len(self.captions) != self.images.shape[0]
+        ):
             raise ValueError(
-                f"Examples arrays and captions disagree: {shapes}, {len(self.captions)} captions"
+                f"Examples arrays and captions disagree: {shapes}, {errors.shape}, "
+                f"{len(self.captions)} captions"
             )
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
+
+
+def displayable(images: Any) -> NDArray[Any]:
+    """Images (k, H, W) or (k, C, H, W) as matplotlib shows them: grey (k, H, W) for one
+    channel, colour (k, H, W, 3) for three, the channels' mean for any other count."""
+    arr = np.asarray(images, dtype=np.float64)
+    if arr.ndim == 3:
+        return arr
+    if arr.ndim != 4:
+        raise ValueError(f"images must have shape (k, H, W) or (k, C, H, W), got {arr.shape}")
+    if arr.shape[1] == 3:
+        return np.clip(arr.transpose(0, 2, 3, 1), 0.0, 1.0)
+    return arr[:, 0] if arr.shape[1] == 1 else arr.mean(axis=1)
 
 
 @dataclass(frozen=True)
@@ -236,10 +255,11 @@ def _pr_line(ax: Axes, name: str, y: NDArray[Any], s: NDArray[Any], color: str) 
 
 
 def score_bins(scores: NDArray[Any]) -> tuple[NDArray[Any], bool]:
-    """Shared histogram edges; log-spaced when positive scores span orders of magnitude."""
-    positive = scores[scores > 0]
-    if positive.size and positive.max() / positive.min() > LOG_SCALE_SPAN:
-        return np.geomspace(positive.min(), positive.max(), HIST_BINS + 1), True
+    """Shared histogram edges; log-spaced when the scores are all positive and span orders of
+    magnitude. Combined scores (sums of z-scores) are negative for typical normal images:
+    on a log axis they would all pile into the first bin, so they get a linear one."""
+    if scores.size and scores.min() > 0 and scores.max() / scores.min() > LOG_SCALE_SPAN:
+        return np.geomspace(scores.min(), scores.max(), HIST_BINS + 1), True
     lo, hi = float(scores.min()), float(scores.max())
     if lo == hi:  # all scores equal: give the one bar some width
         lo, hi = lo - 0.5, hi + 0.5

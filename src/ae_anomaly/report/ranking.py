@@ -20,7 +20,14 @@ from matplotlib.figure import Figure
 from numpy.typing import NDArray
 
 from ae_anomaly.fileio import write_text
-from ae_anomaly.report.figures import LOG_SCALE_SPAN, Plot, figure_png, plot_loss, score_bins
+from ae_anomaly.report.figures import (
+    LOG_SCALE_SPAN,
+    Plot,
+    displayable,
+    figure_png,
+    plot_loss,
+    score_bins,
+)
 from ae_anomaly.report.metrics import format_number
 from ae_anomaly.report.page import html_table, render_page, write_page
 from ae_anomaly.scenarios.base import RankingSet, ScenarioData
@@ -255,7 +262,7 @@ def plot_image_grid(
     """One column per picked image; rows: input, reconstruction, error map."""
     images = ranked.images[picked]
     reconstructions, errors = detector.reconstruct(images)
-    rows = (images.numpy().mean(axis=1), reconstructions.mean(axis=1), errors)
+    rows = (displayable(images.numpy()), displayable(reconstructions), errors)
     cols = len(picked)
     fig = Figure(figsize=(1.25 * cols + 1.2, 4.6), layout="constrained")
     axes = fig.subplots(3, cols, squeeze=False)

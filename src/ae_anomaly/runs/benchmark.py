@@ -27,7 +27,7 @@ from ae_anomaly.data.sources import Dataset, load_dataset
 from ae_anomaly.errors import UserError
 from ae_anomaly.fileio import write_bytes, write_json, write_text, write_yaml
 from ae_anomaly.nn.callbacks import Callback
-from ae_anomaly.nn.models import build_model
+from ae_anomaly.nn.sizes import build_network
 from ae_anomaly.report.figures import figure_png
 from ae_anomaly.runs.experiment import detector_from_config
 from ae_anomaly.runs.folder import CONFIG_FILE, RunFolder
@@ -100,7 +100,7 @@ def run_benchmark(
     plan = {"classes": chosen, "seeds": list(seeds)}
     if resume:
         _check_same_plan(folder.work, config, plan)
-    build_model(config.model, (1, *dataset.train_images.shape[1:]), **config.model_args)
+    build_network(config.model, (1, *dataset.train_images.shape[1:]), **config.model_args)
     folder.prepare(overwrite=overwrite, resume=resume)
     write_yaml(folder.work / CONFIG_FILE, config.to_dict())
     write_json(folder.work / PLAN_FILE, plan)

@@ -21,7 +21,8 @@ from ae_anomaly.config import RunConfig
 from ae_anomaly.errors import UserError
 from ae_anomaly.fileio import write_bytes, write_json, write_text, write_yaml
 from ae_anomaly.nn.callbacks import Callback
-from ae_anomaly.nn.models import build_model, has_code, parameter_count
+from ae_anomaly.nn.models import has_code, parameter_count
+from ae_anomaly.nn.sizes import build_network
 from ae_anomaly.report.figures import figure_png
 from ae_anomaly.report.metrics import format_number
 from ae_anomaly.runs.experiment import detector_from_config, prepare_data
@@ -88,7 +89,7 @@ def compare_models(
     data = prepare_data(config)
     shape = tuple(data.train.shape[1:])
     for name in models:  # every model must fit the data before any training starts
-        require_code(config.detector.score, has_code(build_model(name, shape)), name)
+        require_code(config.detector.score, has_code(build_network(name, shape)), name)
     folder.prepare(overwrite=overwrite, resume=False)
     try:
         rows = _run_all(config, models, data, folder.work, callbacks, on_model)
