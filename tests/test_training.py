@@ -18,7 +18,14 @@ from ae_anomaly.data.sources import load_dataset
 from ae_anomaly.data.tensors import to_image_tensor
 from ae_anomaly.errors import UserError
 from ae_anomaly.nn import loop
-from ae_anomaly.nn.callbacks import Callback, EarlyStopping, EpochRecord, Fit, TrainState
+from ae_anomaly.nn.callbacks import (
+    Callback,
+    EarlyStopping,
+    EpochRecord,
+    Fit,
+    TrainState,
+    UndertrainedCheck,
+)
 from ae_anomaly.nn.checkpoint import CHECKPOINT_NAME, Checkpoint
 from ae_anomaly.nn.loop import Task, reconstruction_loss, train
 from ae_anomaly.nn.models import build_model
@@ -448,3 +455,35 @@ def test_weight_decay_shrinks_the_weights_and_defaults_to_none(digits: torch.Ten
     assert same_weights(plain.state_dict(), none.state_dict())
     # Adam adds weight_decay * w to every gradient: the weights end smaller (by 11% here).
     assert weight_norm(decayed) < 0.95 * weight_norm(plain)
+
+
+# -- the undertrained check -----------------------------------------------------------
+
+
+def check_of(val_losses: list[float], steps_per_epoch: int, stop: bool = False) -> list[str]:
+    check = UndertrainedCheck()
+    state = TrainState(
+        history=[EpochRecord(i + 1, v, v, 0.0) for i, v in enumerate(val_losses)], stop=stop
+    )
+    fit = Fit(torch.nn.Linear(1, 1), None, state)  # type: ignore[arg-type]
+    check.on_fit_start(fit)
+    check.on_epoch_start(fit, len(val_losses), steps_per_epoch)
+    check.on_fit_end(fit)
+    return check.messages
+
+
+def test_undertrained_check_names_a_fit_still_improving_fast_or_with_few_steps() -> None:
+    assert "fell 25% in the last epoch" in check_of([1.0, 0.75], 400)[0]
+    assert check_of([1.0, 0.97], 400) == []  # the main job's full run ends about like this
+    assert "only 120 optimisation steps" in check_of([1.0, 0.99], 60)[0]
+    assert check_of([1.0, 0.5], 60, stop=True) == []  # early stopping ended it: it plateaued
+
+
+def test_an_undertrained_detector_warns_and_says_so_in_its_summary(digits: torch.Tensor) -> None:
+    from ae_anomaly import AutoencoderDetector
+    from ae_anomaly.errors import UndertrainedWarning
+
+    detector = AutoencoderDetector(model_args=SMALL, epochs=2, batch_size=64, device="cpu")
+    with pytest.warns(UndertrainedWarning, match="undertrained"):
+        detector.fit(digits)
+    assert detector.training_summary()["warnings"] == detector.training_warnings_ != []

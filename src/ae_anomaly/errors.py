@@ -10,3 +10,7 @@ from __future__ import annotations
 
 class UserError(Exception):
     """Bad input, missing data, a bad config value or an unusable output folder."""
+
+
+class UndertrainedWarning(UserWarning):
+    """A detector was fitted, but its training ended while clearly unfinished."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import warnings
 from pathlib import Path
 
 import click
@@ -13,6 +14,7 @@ from ae_anomaly.cli.options import default_out, experiment_options, parse_overri
 from ae_anomaly.cli.progress import RichProgress
 from ae_anomaly.cli.summaries import print_guard, print_ranking, print_summary
 from ae_anomaly.config import build_config, read_yaml
+from ae_anomaly.errors import UndertrainedWarning
 from ae_anomaly.scenarios import get_scenario
 
 
@@ -40,7 +42,9 @@ def run(
     console = Console(stderr=True, quiet=quiet)
     progress = None if quiet else RichProgress(console)
     callbacks = [progress] if progress is not None else []
-    with progress or contextlib.nullcontext():
+    # The run's training warnings are printed below, with the results, not as Python warnings.
+    with progress or contextlib.nullcontext(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndertrainedWarning)
         result = run_experiment(
             config, out, overwrite=overwrite, resume=resume, callbacks=callbacks
         )
@@ -54,6 +58,9 @@ def run(
             print_summary(Console(), metrics, result.folder, result.seconds, groups)
         else:
             print_ranking(Console(), metrics, result.folder, result.seconds)
+    for message in result.metrics.get("training", {}).get("warnings", []):
+        # metrics.json keeps them too, for --quiet runs.
+        console.print(f"warning: {message}", highlight=False)
     skipped = result.metrics.get("skipped_files", [])
     if skipped:
         # On stderr and even with --quiet: images left out change what was measured.

@@ -21,6 +21,7 @@ detector is a folder with ``weights.safetensors`` and ``detector.json``
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,9 +32,9 @@ import torch
 from torch import nn
 
 from ae_anomaly.data.tensors import to_image_tensor
-from ae_anomaly.errors import UserError
+from ae_anomaly.errors import UndertrainedWarning, UserError
 from ae_anomaly.estimator.base import ImageEstimator, placed, seeded
-from ae_anomaly.nn.callbacks import Callback, EarlyStopping, TrainState
+from ae_anomaly.nn.callbacks import Callback, EarlyStopping, TrainState, UndertrainedCheck
 from ae_anomaly.nn.checkpoint import Checkpoint
 from ae_anomaly.nn.device import select_device
 from ae_anomaly.nn.ensemble import (
@@ -120,7 +121,8 @@ class AutoencoderDetector(ModelParams, ScoreParams, AutoencoderTraining, ImageEs
         self.device_ = select_device(self.device)
         self.input_shape_ = tuple(int(d) for d in images.shape[1:])
         images, val = images.to(self.device_), val.to(self.device_)
-        standard: list[Callback] = [EarlyStopping(training.patience)]
+        check = UndertrainedCheck()
+        standard: list[Callback] = [EarlyStopping(training.patience), check]
         if checkpoint_dir is not None:
             standard.append(Checkpoint(checkpoint_dir, resume=resume))
         trained = [
@@ -129,6 +131,9 @@ class AutoencoderDetector(ModelParams, ScoreParams, AutoencoderTraining, ImageEs
         ]
         networks = [network for network, _ in trained]
         self.member_training_ = [_training_record(state) for _, state in trained]
+        self.training_warnings_ = check.messages
+        for message in check.messages:
+            warnings.warn(message, UndertrainedWarning, stacklevel=2)
         self.history_ = self.member_training_[0]["history"]
         self.best_epoch_ = self.member_training_[0]["best_epoch"]
         fitted = [self._fit_scorer(net, member, images, val) for member, net in enumerate(networks)]
@@ -214,6 +219,8 @@ class AutoencoderDetector(ModelParams, ScoreParams, AutoencoderTraining, ImageEs
             "best_epoch": self.best_epoch_,
             "history": self.history_,
             "device": str(self.device_),
+            # A loaded detector's training ended before it was saved: nothing to say.
+            "warnings": list(getattr(self, "training_warnings_", [])),
         }
         if self.members > 1:
             summary["members"] = self.member_training_

@@ -90,3 +90,48 @@ class EarlyStopping(Callback):
 
     def on_epoch_end(self, fit: Fit, record: EpochRecord) -> None:
         fit.state.stop = fit.state.stop or self.should_stop(fit.state)
+
+
+# A fit is called undertrained when its last epoch still lowered the validation loss by
+# more than this share, or when it made fewer optimisation steps than MIN_STEPS.
+STILL_FALLING = 0.10
+MIN_STEPS = 200
+
+
+class UndertrainedCheck(Callback):
+    """Notes, in one sentence per network, a fit that ended while clearly undertrained:
+    the validation loss still falling fast at the last epoch, or very few steps made.
+
+    Measured: the main job's full run (10 epochs of 380 steps, noise AUROC 0.998) ends
+    with its validation loss falling 3% per epoch; two epochs on 4,000 digits (noise
+    AUROC 0.44) end with it falling about 25%.
+    """
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+        self._steps_per_epoch = 0
+
+    def on_fit_start(self, fit: Fit) -> None:
+        self._steps_per_epoch = 0
+
+    def on_epoch_start(self, fit: Fit, epoch: int, n_batches: int) -> None:
+        self._steps_per_epoch = n_batches
+
+    def on_fit_end(self, fit: Fit) -> None:
+        history = fit.state.history
+        which = f"network {fit.member + 1} of {fit.members}" if fit.members > 1 else "the network"
+        if len(history) >= 2 and not fit.state.stop:
+            before, last = history[-2].val_loss, history[-1].val_loss
+            falling = (before - last) / before if before > 0 else 0.0
+            if falling > STILL_FALLING:
+                self.messages.append(
+                    f"{which} looks undertrained: its validation loss still fell "
+                    f"{falling:.0%} in the last epoch; train longer (--epochs)"
+                )
+                return
+        steps = self._steps_per_epoch * len(history)  # a resumed fit's earlier epochs too
+        if 0 < steps < MIN_STEPS and not fit.state.stop:
+            self.messages.append(
+                f"{which} looks undertrained: it made only {steps} optimisation steps; "
+                "train longer (--epochs) or with smaller batches (--batch-size)"
+            )
