@@ -34,7 +34,7 @@ def test_defaults_validate() -> None:
     assert isinstance(config, RunConfig)
     assert config.seed == 0
     assert config.model == "conv-bn"
-    assert config.training.epochs == 6
+    assert config.training.epochs is None  # adapts to the image count (resolved_epochs)
     assert config.training.batch_size == 128
     assert config.data.val_fraction == 0.1
     assert config.detector.threshold == "percentile:95"
@@ -182,7 +182,7 @@ def test_one_class_recipe() -> None:
 
 def test_naming_a_model_drops_the_recipe() -> None:
     config = build_config({}, {"model": "conv-bn"})
-    assert (config.detector.score, config.training.epochs) == ("mse", 6)
+    assert (config.detector.score, config.training.epochs) == ("mse", None)
 
 
 def test_recipe_only_for_its_scenario_and_when_asked() -> None:
@@ -379,3 +379,22 @@ def test_every_training_parameter_is_a_key_a_flag_and_an_estimator_argument() ->
     assert {k: v for k, v in asdict(config.training).items() if k in changed} == changed
     detector = detector_from_config(config)
     assert {k: detector.get_params()[k] for k in changed} == changed
+
+
+@pytest.mark.parametrize(
+    ("epochs", "n_train", "batch_size", "expected"),
+    [
+        (None, 54_000, 128, 6),  # large sets: at least 6 epochs (422 steps each)
+        (None, 720, 128, 84),  # 6 steps an epoch: 84 epochs make 504 steps
+        (None, 63, 128, 500),  # one step an epoch
+        (None, 720, 32, 22),
+        (3, 63, 128, 3),  # explicit settings win
+    ],
+)
+def test_unset_epochs_adapt_to_the_image_count(
+    epochs: int | None, n_train: int, batch_size: int, expected: int
+) -> None:
+    from ae_anomaly.params import TrainingParams, resolved_epochs
+
+    params = TrainingParams(epochs=epochs, batch_size=batch_size)
+    assert resolved_epochs(params, n_train) == expected

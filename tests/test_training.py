@@ -487,3 +487,23 @@ def test_an_undertrained_detector_warns_and_says_so_in_its_summary(digits: torch
     with pytest.warns(UndertrainedWarning, match="undertrained"):
         detector.fit(digits)
     assert detector.training_summary()["warnings"] == detector.training_warnings_ != []
+
+
+def test_early_stopping_waits_for_its_minimum_epochs() -> None:
+    state = TrainState(history=records(6), best_epoch=1)
+    assert EarlyStopping(2).should_stop(state)
+    assert not EarlyStopping(2, min_epochs=10).should_stop(state)
+
+
+def test_a_detector_with_unset_epochs_trains_at_least_the_minimum_steps(
+    digits: torch.Tensor,
+) -> None:
+    """96 images in batches of 32: 3 steps an epoch, so 167 epochs make the 500 steps, and
+    early stopping (patience 2 epochs of 3 steps) may not end the fit before them."""
+    from ae_anomaly import AutoencoderDetector
+
+    detector = AutoencoderDetector(model_args=SMALL, batch_size=32, device="cpu")
+    detector.fit(digits[:96])
+    assert len(detector.history_) == 167
+    explicit = AutoencoderDetector(model_args=SMALL, batch_size=32, epochs=4, device="cpu")
+    assert len(explicit.fit(digits[:96]).history_) <= 4  # explicit settings win

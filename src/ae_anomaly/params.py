@@ -17,6 +17,7 @@ line checks a value before torch loads.
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, TypeVar
@@ -27,6 +28,7 @@ from pydantic import (
     ConfigDict,
     Field,
     Strict,
+    StrictInt,
     TypeAdapter,
     ValidationError,
 )
@@ -87,6 +89,18 @@ ValFraction = Annotated[
     Field(gt=0, lt=1, description="share of the normal training images held out for validation"),
 ]
 Epochs = Annotated[int, Strict(), Field(ge=1, description="maximum number of training epochs")]
+# An unset number of epochs adapts to the image count (resolved_epochs): a folder of 80
+# images and one of 60,000 are both trained properly.
+AUTO_MIN_STEPS = 500
+AUTO_MIN_EPOCHS = 6
+AutoEpochs = Annotated[
+    StrictInt | None,
+    Field(
+        ge=1,
+        description=f"maximum number of training epochs; unset (null): enough epochs for at "
+        f"least {AUTO_MIN_STEPS} optimisation steps, and at least {AUTO_MIN_EPOCHS}",
+    ),
+]
 BatchSize = Annotated[int, Strict(), Field(ge=1, description="images per optimisation step")]
 LearningRate = Annotated[float, Field(gt=0, le=1, description="Adam learning rate")]
 LrDecay = Annotated[
@@ -116,7 +130,7 @@ class TrainingParams:
 
     __pydantic_config__ = SECTION_CONFIG
 
-    epochs: Epochs = 6
+    epochs: AutoEpochs = None
     batch_size: BatchSize = 128
     learning_rate: LearningRate = 1e-3
     # The rate of epoch e is learning_rate * lr_decay ** (e - 1): a function of the
@@ -201,6 +215,28 @@ class ScoreParams:
             "the score is the mean of theirs (an ensemble: members times the training time)",
         ),
     ] = 1
+
+
+def resolved_epochs(params: TrainingParams, n_train: int) -> int:
+    """The epochs a fit on ``n_train`` images runs at most: ``params.epochs`` when set, else
+    enough for AUTO_MIN_STEPS optimisation steps and at least AUTO_MIN_EPOCHS.
+
+    Measured (conv-bn / mse and conv-dense / ssim+latent, 800 Fashion-MNIST trousers and
+    300 MNIST threes against the rest): 12-15 steps gave AUROC 0.40-0.81; 250 to 2,000
+    steps gave 0.93-0.98, flat from about 500 on."""
+    if params.epochs is not None:
+        return params.epochs
+    steps_per_epoch = math.ceil(n_train / params.batch_size)
+    return max(AUTO_MIN_EPOCHS, math.ceil(AUTO_MIN_STEPS / steps_per_epoch))
+
+
+def minimum_epochs(params: TrainingParams, n_train: int) -> int:
+    """Epochs before early stopping may end a fit: with unset epochs, those that make
+    AUTO_MIN_STEPS steps (a small folder's validation loss is noisy, and patience counted
+    in epochs of a few steps each would stop it after a handful of steps); else none."""
+    if params.epochs is not None:
+        return 0
+    return math.ceil(AUTO_MIN_STEPS / math.ceil(n_train / params.batch_size))
 
 
 # -- reading the groups ----------------------------------------------------------------------

@@ -57,6 +57,7 @@ from ae_anomaly.params import (
     ModelParams,
     ScoreParams,
     checked,
+    minimum_epochs,
 )
 from ae_anomaly.scores.pixel import error_map
 from ae_anomaly.scores.scorer import Scorer
@@ -122,7 +123,8 @@ class AutoencoderDetector(ModelParams, ScoreParams, AutoencoderTraining, ImageEs
         self.input_shape_ = tuple(int(d) for d in images.shape[1:])
         images, val = images.to(self.device_), val.to(self.device_)
         check = UndertrainedCheck()
-        standard: list[Callback] = [EarlyStopping(training.patience), check]
+        stopping = EarlyStopping(training.patience, minimum_epochs(training, len(images)))
+        standard: list[Callback] = [stopping, check]
         if checkpoint_dir is not None:
             standard.append(Checkpoint(checkpoint_dir, resume=resume))
         trained = [

@@ -76,13 +76,16 @@ class Callback:
 
 
 class EarlyStopping(Callback):
-    """Stops a fit after ``patience`` epochs without a better validation loss."""
+    """Stops a fit after ``patience`` epochs without a better validation loss, once it has
+    run ``min_epochs``."""
 
-    def __init__(self, patience: int) -> None:
+    def __init__(self, patience: int, min_epochs: int = 0) -> None:
         self.patience = patience
+        self.min_epochs = min_epochs
 
     def should_stop(self, state: TrainState) -> bool:
-        return state.epochs_done - state.best_epoch >= self.patience
+        waited = state.epochs_done - state.best_epoch >= self.patience
+        return waited and state.epochs_done >= self.min_epochs
 
     def on_fit_start(self, fit: Fit) -> None:
         # A resumed fit may already have waited long enough.

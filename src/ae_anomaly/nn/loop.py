@@ -11,6 +11,7 @@ estimators hold.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -20,7 +21,7 @@ import torch
 from torch import nn
 
 from ae_anomaly.nn.callbacks import Callback, EpochRecord, Fit, TrainState
-from ae_anomaly.params import TrainingParams
+from ae_anomaly.params import TrainingParams, resolved_epochs
 
 # (model output, target) -> the mean loss of a batch, a scalar tensor.
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -67,15 +68,18 @@ def train(
     """Train ``model`` in place; end with the weights of its best validation loss.
 
     ``seed`` fixes the shuffling of every epoch; ``member`` / ``members`` tell the
-    callbacks which network of an ensemble this is.
+    callbacks which network of an ensemble this is. Unset ``params.epochs`` adapt to the
+    number of images (params.resolved_epochs).
     """
+    # The resolved count is also what the cosine schedule spans.
+    params = dataclasses.replace(params, epochs=resolved_epochs(params, len(train_images)))
     optimizer = torch.optim.Adam(
         model.parameters(), lr=params.learning_rate, weight_decay=params.weight_decay
     )
     state = TrainState(best_weights=copy.deepcopy(model.state_dict()))
     fit = Fit(model, optimizer, state, member=member, members=members)
     _call(callbacks, "on_fit_start", fit)
-    while fit.state.epochs_done < params.epochs and not fit.state.stop:
+    while fit.state.epochs_done < _epochs(params) and not fit.state.stop:
         epoch = fit.state.epochs_done + 1
         started = time.perf_counter()
         if params.lr_decay != 1.0:
@@ -93,6 +97,12 @@ def train(
     model.load_state_dict(fit.state.best_weights)
     _call(callbacks, "on_fit_end", fit)
     return fit.state
+
+
+def _epochs(params: TrainingParams) -> int:
+    """``params.epochs``, once ``train`` has resolved an unset one."""
+    assert params.epochs is not None
+    return params.epochs
 
 
 def _call(callbacks: Sequence[Callback], hook: str, *args: object) -> None:
@@ -142,7 +152,7 @@ def _train_epoch(
 def _set_cosine_rate(
     optimizer: torch.optim.Optimizer, params: TrainingParams, step: int, n_batches: int
 ) -> None:
-    total = params.epochs * n_batches
+    total = _epochs(params) * n_batches
     rate = params.learning_rate * 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
     for group in optimizer.param_groups:
         group["lr"] = rate
