@@ -58,6 +58,14 @@ def print_summary(
         f"[[{cm[0][0]}, {cm[0][1]}],\n [{cm[1][0]}, {cm[1][1]}]]",
         highlight=False,
     )
+    found = metrics.get("localisation")
+    if found:
+        console.print(
+            f"localisation (error maps against the masks): pixel AUROC "
+            f"{_fmt(found['pixel_auroc'])}, AUPRO {_fmt(found['aupro'])} "
+            f"(up to FPR {found['max_fpr']:g})",
+            highlight=False,
+        )
     from ae_anomaly.report.metrics import classification_report_text
 
     console.print(classification_report_text(cm), highlight=False)

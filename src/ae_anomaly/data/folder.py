@@ -5,9 +5,11 @@ below each test kind are searched too; hidden files and files with other
 suffixes are ignored)::
 
     root/
-      train/            normal images, the only ones trained on
-      test/normal/      optional: normal test images (label 0)
-      test/<kind>/      optional: anomalies of that kind (label 1), any name but "normal"
+      train/            normal images, the only ones trained on (MVTec AD: train/good/)
+      test/normal/      optional: normal test images (label 0); test/good/ in MVTec AD
+      test/<kind>/      optional: anomalies of that kind (label 1), any name but those two
+      ground_truth/<kind>/<name>_mask.png
+                        optional (MVTec AD): where the defect is, per anomalous test image
 
 Images are read by images.py, arrays by arrays.py. By default every image is converted
 to the channel count all training images share (a mix is refused) and resized to the
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -45,11 +47,14 @@ from ae_anomaly.data.images import (
     unreadable_sentence,
     upright_size,
 )
+from ae_anomaly.data.masks import GROUND_TRUTH_DIR, read_masks
 from ae_anomaly.errors import UserError
 
 TRAIN_DIR = "train"
 TEST_DIR = "test"
 NORMAL_KIND = "normal"
+# The names of the test/ folder of normal images: ours, and the MVTec AD layout's.
+NORMAL_KINDS = (NORMAL_KIND, "good")
 
 
 @dataclass(frozen=True, eq=False)
@@ -60,6 +65,7 @@ class LabelledImages:
     labels: np.ndarray  # (N,) int64
     kinds: list[str]  # the test/ sub-folder each image came from
     paths: list[str]
+    masks: np.ndarray | None = None  # (N, H, W) bool defect pixels, with ground_truth/
 
 
 @dataclass(frozen=True, eq=False)
@@ -140,7 +146,8 @@ def load_image_folder(
     on_error: OnError = "fail",
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> FolderDataset:
-    """Read a dataset folder: ``train/`` and, if present, ``test/normal/`` and ``test/<kind>/``.
+    """Read a dataset folder: ``train/`` and, if present, ``test/normal/`` (or ``good/``),
+    ``test/<kind>/`` and the masks in ``ground_truth/`` (data/masks.py).
 
     ``size`` (height, width) defaults to the most common size in ``train/``;
     ``channels`` (1 or 3) to the one all training images share.
@@ -171,6 +178,11 @@ def load_image_folder(
     if (root / TEST_DIR).is_dir():
         test, test_skipped = _load_test(root / TEST_DIR, target, channels, on_error, max_pixels)
         skipped += test_skipped
+        if (root / GROUND_TRUTH_DIR).is_dir():
+            masks = read_masks(
+                root / GROUND_TRUTH_DIR, test.paths, test.kinds, test.labels, target, max_pixels
+            )
+            test = replace(test, masks=masks)
     return FolderDataset(root, train.images, train.paths, test, skipped)
 
 
@@ -201,7 +213,7 @@ def _load_test(
         raise _unreadable_folder(folder, read.skipped)
     kind_of = dict(zip(map(str, paths), kinds, strict=True))
     kept_kinds = [kind_of[p] for p in read.paths]
-    labels = np.array([int(k.lower() != NORMAL_KIND) for k in kept_kinds], dtype=np.int64)
+    labels = np.array([int(k.lower() not in NORMAL_KINDS) for k in kept_kinds], dtype=np.int64)
     return LabelledImages(read.images, labels, kept_kinds, read.paths), read.skipped
 
 

@@ -48,6 +48,7 @@ def write_report(
     config_text: str,
     groups: Sequence[MetricGroup] = (),
     extra_plots: Sequence[Plot] = (),
+    extra_sections: Sequence[str] = (),
 ) -> list[Path]:
     """Write ``out_dir/plots/*.png`` and ``out_dir/report.html``; return the paths written.
 
@@ -59,7 +60,8 @@ def write_report(
     y = np.asarray(labels).astype(int).reshape(-1)
     k = np.asarray(kinds).astype(str).reshape(-1)
     plots = _render_plots(metrics, history, s, y, k, threshold, examples, extra_plots)
-    return write_page(out_dir, plots, render_html(title, metrics, plots, config_text, groups))
+    page = render_html(title, metrics, plots, config_text, groups, extra_sections)
+    return write_page(out_dir, plots, page)
 
 
 def write_page(out_dir: Path, plots: Sequence[Plot], page_html: str) -> list[Path]:
@@ -161,12 +163,15 @@ def render_html(
     plots: Sequence[Plot],
     config_text: str,
     groups: Sequence[MetricGroup] = (),
+    extra_sections: Sequence[str] = (),
 ) -> str:
-    """The whole report page as a string; every piece of text is HTML-escaped."""
+    """The whole report page as a string; every piece of text is HTML-escaped (the
+    scenario's ``extra_sections`` come escaped)."""
     sections = [
         "<h2>Headline</h2>",
         _headline_table(metrics),
         *_group_sections(metrics, groups),
+        *extra_sections,
         "<h2>Confusion matrix at the threshold</h2>",
         _confusion_table(metrics),
         f"<pre>{html.escape(classification_report_text(metrics['at_threshold']['confusion_matrix']))}</pre>",

@@ -61,12 +61,13 @@ def write_labelled_results(
         )
     threshold = float(detector.threshold_)
     metrics = evaluate_test(scores, test, threshold, config, data.kind_order)
+    scenario = get_scenario(config.scenario)
+    metrics |= scenario.extra_metrics(test, config, detector)
     metrics["threshold_rule"] = config.detector.threshold
     metrics["threshold_data"] = config.detector.threshold_data
     metrics["training"] = detector.training_summary()
     metrics["detector"] = detector.description()
     detector.save(folder / "detector")
-    scenario = get_scenario(config.scenario)
     columns = scenario.csv_columns(test)
     write_text(folder / "scores.csv", scores_csv(test, scores, threshold, columns))
     write_report(
@@ -75,6 +76,7 @@ def write_labelled_results(
         metrics=metrics,
         groups=scenario.groups,
         extra_plots=scenario.report_plots(metrics),
+        extra_sections=scenario.report_sections(metrics),
         history=detector.history_,
         scores=scores,
         labels=test.labels,

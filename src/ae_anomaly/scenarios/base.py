@@ -115,6 +115,16 @@ class Scenario:
         """For each of ``groups``, its rows: name -> which test images belong to it."""
         return {}
 
+    def extra_metrics(
+        self, test: TestSet, config: RunConfig, detector: AutoencoderDetector
+    ) -> dict[str, Any]:
+        """Metrics of the scenario's own, added to metrics.json (e.g. localisation)."""
+        return {}
+
+    def report_sections(self, metrics: dict[str, Any]) -> list[str]:
+        """HTML sections of the scenario's own for report.html, after the group tables."""
+        return []
+
     def report_plots(self, metrics: dict[str, Any]) -> list[Plot]:
         """Figures of the scenario's own for report.html, placed before the examples."""
         return []

@@ -10,7 +10,7 @@ of the images you called normal.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -20,8 +20,11 @@ from ae_anomaly.scenarios.base import RankingSet, Scenario, ScenarioData, TestSe
 if TYPE_CHECKING:
     from ae_anomaly.config import DataConfig, RunConfig
     from ae_anomaly.data.folder import FolderDataset
+    from ae_anomaly.detector.estimator import AutoencoderDetector
 
 NORMAL_KIND = "normal"
+# Test images per error-map pass, for the localisation metrics.
+MAP_BATCH = 256
 
 
 class Folder(Scenario):
@@ -31,6 +34,45 @@ class Folder(Scenario):
 
     def split(self, config: RunConfig) -> ScenarioData:
         return folder_scenario(load_own_images(config.data), config.data, config.seed)
+
+    def extra_metrics(
+        self, test: TestSet, config: RunConfig, detector: AutoencoderDetector
+    ) -> dict[str, Any]:
+        """With masks (ground_truth/): how well the error maps find the defect pixels."""
+        if "mask" not in test.extras:
+            return {}
+        from ae_anomaly.report.localisation import localisation_metrics
+
+        maps = np.concatenate(
+            [
+                detector.reconstruct(test.images[start : start + MAP_BATCH])[1]
+                for start in range(0, len(test.images), MAP_BATCH)
+            ]
+        )
+        masks = test.extras["mask"]
+        return {"localisation": localisation_metrics(maps, masks, test.kinds, test.labels)}
+
+    def report_sections(self, metrics: dict[str, Any]) -> list[str]:
+        found = metrics.get("localisation")
+        if not found:
+            return []
+        from ae_anomaly.report.metrics import format_number
+        from ae_anomaly.report.page import html_table
+
+        rows = [("all", found), *found["by_kind"].items()]
+        return [
+            "<h2>Where the defects are</h2>",
+            '<p class="note">Error maps against the ground-truth masks: pixel AUROC over '
+            f"every pixel, and AUPRO (per-region overlap) up to a false-positive rate of "
+            f"{found['max_fpr']:g}.</p>",
+            html_table(
+                ("kind", "pixel AUROC", "AUPRO"),
+                [
+                    (name, format_number(row["pixel_auroc"]), format_number(row["aupro"]))
+                    for name, row in rows
+                ],
+            ),
+        ]
 
 
 def load_own_images(data: DataConfig) -> FolderDataset:
@@ -81,5 +123,6 @@ def folder_scenario(source: FolderDataset, data: DataConfig, seed: int) -> Scena
         # The kind's number (0 = normal), so the class column stays numeric.
         source_label=np.array([0 if k == NORMAL_KIND else 1 + names.index(k) for k in kinds]),
         paths=tuple(labelled.paths[i] for i in order),
+        extras={} if labelled.masks is None else {"mask": labelled.masks[order]},
     )
     return ScenarioData(train=train, val=val, test=test, kind_order=tuple(names), skipped=skipped)
