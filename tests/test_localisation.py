@@ -114,3 +114,4 @@ def test_e2e_a_run_with_masks_reports_where_the_defects_are(textures: Path, tmp_
     assert 0.8 < found["aupro"] <= 1.0
     assert metrics["overall"]["auroc"] > 0.9
     assert "Where the defects are" in (out / "report.html").read_text()
+    assert (out / "plots" / "localisation.png").is_file()

@@ -231,6 +231,32 @@ def plot_examples(examples: Examples) -> bytes:
     return figure_png(fig)
 
 
+def plot_localisation(examples: Examples, masks: NDArray[Any]) -> bytes:
+    """One row per example: caption | input | reconstruction | error map over the input |
+    the ground-truth mask (white = defect)."""
+    rows = len(examples)
+    fig = Figure(figsize=(10.5, 1.6 * rows + 0.5), layout="constrained")
+    axes = fig.subplots(rows, 5, squeeze=False, width_ratios=[1.4, 1, 1, 1, 1])
+    err_max = float(examples.errors.max()) or 1.0
+    for row, (text_ax, image_ax, recon_ax, heat_ax, mask_ax) in enumerate(axes):
+        text_ax.axis("off")
+        caption = examples.captions[row].replace("$", r"\$")
+        text_ax.text(1.0, 0.5, caption, ha="right", va="center", wrap=True)
+        image_ax.imshow(examples.images[row], cmap="gray", vmin=0, vmax=1)
+        recon_ax.imshow(examples.reconstructions[row], cmap="gray", vmin=0, vmax=1)
+        heat_ax.imshow(examples.images[row], cmap="gray", vmin=0, vmax=1)
+        shown = heat_ax.imshow(examples.errors[row], cmap="magma", alpha=0.6, vmin=0, vmax=err_max)
+        mask_ax.imshow(masks[row], cmap="gray", vmin=0, vmax=1)
+        for ax in (image_ax, recon_ax, heat_ax, mask_ax):
+            ax.set_xticks([])
+            ax.set_yticks([])
+    headings = ("input", "reconstruction", "error over input", "mask")
+    for ax, heading in zip(axes[0, 1:], headings, strict=True):
+        ax.set_title(heading, fontsize="medium")
+    fig.colorbar(shown, ax=axes[:, 3], shrink=0.8, label="pixel error")
+    return figure_png(fig)
+
+
 def _roc_line(ax: Axes, name: str, y: NDArray[Any], s: NDArray[Any], color: str) -> None:
     fpr, tpr, _ = roc_curve(y, s)
     ax.plot(

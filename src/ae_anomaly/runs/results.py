@@ -75,7 +75,7 @@ def write_labelled_results(
         title=f"ae-anomaly: {config.scenario} on {config.data.dataset}",
         metrics=metrics,
         groups=scenario.groups,
-        extra_plots=scenario.report_plots(metrics),
+        extra_plots=scenario.report_plots(metrics, test, detector, scores),
         extra_sections=scenario.report_sections(metrics),
         history=detector.history_,
         scores=scores,

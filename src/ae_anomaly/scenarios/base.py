@@ -125,7 +125,13 @@ class Scenario:
         """HTML sections of the scenario's own for report.html, after the group tables."""
         return []
 
-    def report_plots(self, metrics: dict[str, Any]) -> list[Plot]:
+    def report_plots(
+        self,
+        metrics: dict[str, Any],
+        test: TestSet | None = None,
+        detector: AutoencoderDetector | None = None,
+        scores: np.ndarray | None = None,
+    ) -> list[Plot]:
         """Figures of the scenario's own for report.html, placed before the examples."""
         return []
 

@@ -25,6 +25,7 @@ from ae_anomaly.scenarios.base import MetricGroup, Scenario, ScenarioData, TestS
 if TYPE_CHECKING:
     from ae_anomaly.config import DataConfig, RunConfig
     from ae_anomaly.data.sources import Dataset
+    from ae_anomaly.detector.estimator import AutoencoderDetector
     from ae_anomaly.report.figures import Plot
 
 CORRUPTION_KINDS = ("clean", "noise", "rotation", "noise+rotation")
@@ -147,7 +148,13 @@ class Corruptions(Scenario):
             ),
         }
 
-    def report_plots(self, metrics: dict[str, Any]) -> list[Plot]:
+    def report_plots(
+        self,
+        metrics: dict[str, Any],
+        test: TestSet | None = None,
+        detector: AutoencoderDetector | None = None,
+        scores: np.ndarray | None = None,
+    ) -> list[Plot]:
         from ae_anomaly.report.figures import Plot
 
         if not metrics.get("by_angle_band"):

@@ -21,10 +21,13 @@ if TYPE_CHECKING:
     from ae_anomaly.config import DataConfig, RunConfig
     from ae_anomaly.data.folder import FolderDataset
     from ae_anomaly.detector.estimator import AutoencoderDetector
+    from ae_anomaly.report.figures import Plot
 
 NORMAL_KIND = "normal"
 # Test images per error-map pass, for the localisation metrics.
 MAP_BATCH = 256
+# The most anomalous test images shown with their masks.
+LOCALISED_EXAMPLES = 8
 
 
 class Folder(Scenario):
@@ -51,6 +54,32 @@ class Folder(Scenario):
         )
         masks = test.extras["mask"]
         return {"localisation": localisation_metrics(maps, masks, test.kinds, test.labels)}
+
+    def report_plots(
+        self,
+        metrics: dict[str, Any],
+        test: TestSet | None = None,
+        detector: AutoencoderDetector | None = None,
+        scores: np.ndarray | None = None,
+    ) -> list[Plot]:
+        """With masks: the most anomalous test images and the two most normal ones, with
+        their error maps over them and their masks."""
+        if test is None or detector is None or scores is None or "mask" not in test.extras:
+            return []
+        from ae_anomaly.report.figures import Examples, Plot, plot_localisation
+
+        order = np.argsort(-scores, kind="stable")
+        normal = order[test.labels[order] == 0]
+        picked = np.concatenate([order[:LOCALISED_EXAMPLES], normal[-2:][::-1]])
+        reconstructions, errors = detector.reconstruct(test.images[picked])
+        captions = [f"#{i} {test.describe(int(i))}, score {scores[i]:.4g}" for i in picked]
+        examples = Examples(test.images[picked].numpy(), reconstructions, errors, captions)
+        png = plot_localisation(examples, test.extras["mask"][picked])
+        caption = (
+            "The highest-scoring test images, then the two lowest-scoring normal ones: input, "
+            "reconstruction, the error map over the input (brighter = worse), and the mask."
+        )
+        return [Plot("localisation.png", png, "Where the defects are", caption)]
 
     def report_sections(self, metrics: dict[str, Any]) -> list[str]:
         found = metrics.get("localisation")
