@@ -603,3 +603,17 @@ def test_overwrite_refuses_an_incomplete_folder_that_is_not_a_run(good: Sandbox)
     outcome = good.run("--out", str(good.out), "--overwrite")
     assert_one_sentence(outcome, "refusing to overwrite", "out.incomplete")
     assert snapshot(good.runs) == before
+
+
+def test_an_error_the_score_would_raise_after_training_is_raised_before_it(
+    tmp_path: Path, shared_data_dir: Path
+) -> None:
+    """A combined score with one validation image used to fail after training, leaving a
+    run that --resume could not finish; now nothing is trained and nothing is left."""
+    out = tmp_path / "run"
+    env = cli_env(shared_data_dir, tmp_path / "cache")
+    args = ["run", "--train-limit", "20", "--test-limit", "100", "--epochs", "1"]
+    outcome = run_subprocess([*args, "--val-fraction", "0.01", "--out", str(out)], env, tmp_path)
+    assert outcome.returncode == EXIT_USER_ERROR
+    assert "needs at least two of them, not 1" in outcome.message
+    assert not out.exists() and not (tmp_path / "run.incomplete").exists()

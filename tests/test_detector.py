@@ -641,3 +641,22 @@ def test_clone_copies_params_not_fitted_state(fitted: AutoencoderDetector) -> No
     assert not hasattr(copy, "threshold_")
     with pytest.raises(UserError, match="not fitted"):
         copy.predict(np.zeros((1, 28, 28), np.uint8))
+
+
+def test_a_detector_never_gives_a_verdict_from_a_score_that_is_not_finite(
+    saved: Path, tmp_path: Path, probe: np.ndarray
+) -> None:
+    """NaN is above no threshold, so it would read as "normal": a NaN weight, even with
+    the digest made to match, is refused on load, and a NaN score at scoring time."""
+    folder = tamper(saved, tmp_path, lambda meta: None)
+    state = load_file(str(folder / WEIGHTS_FILE))
+    name = next(k for k in state if k.endswith("weight") and state[k].ndim == 4)
+    state[name].view(-1)[0] = float("nan")
+    rewrite_weights(folder, state)
+    with pytest.raises(UserError, match=f"not finite in tensor '{name}'"):
+        AutoencoderDetector.load(folder, device="cpu")
+    detector = AutoencoderDetector.load(saved, device="cpu")
+    with torch.no_grad():
+        next(iter(detector.model_.parameters())).view(-1)[0] = float("nan")
+    with pytest.raises(UserError, match="not finite numbers"):
+        detector.predict(probe)

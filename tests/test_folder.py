@@ -7,6 +7,7 @@ score exactly like one trained from the same arrays.
 
 from __future__ import annotations
 
+import os
 import struct
 import tracemalloc
 import zlib
@@ -475,3 +476,14 @@ def test_streaming_holds_one_chunk(tmp_path: Path, sneakers: dict[str, np.ndarra
         tracemalloc.stop()
     assert seen == n and largest == 100
     assert peak < all_images / 4, f"peak {peak} bytes for {all_images} bytes of images"
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_a_named_pipe_among_the_images_is_skipped_not_read(tmp_path: Path) -> None:
+    """Reading a FIFO would wait forever: it is skipped and said so, whatever on_error."""
+    write_images(tmp_path / "set" / "train", [np.full((8, 8), 9 * i, np.uint8) for i in range(4)])
+    os.mkfifo(tmp_path / "set" / "train" / "x.png")
+    data = load_image_folder(tmp_path / "set")  # on_error="fail"
+    assert len(data.train_images) == 4
+    assert [Path(s.path).name for s in data.skipped] == ["x.png"]
+    assert "not a regular file" in data.skipped[0].reason

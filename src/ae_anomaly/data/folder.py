@@ -42,6 +42,7 @@ from ae_anomaly.data.images import (
     image_channels,
     is_image_file,
     list_image_files,
+    not_regular,
     open_image,
     read_images,
     unreadable_sentence,
@@ -102,6 +103,10 @@ def _headers(
     headers: list[_Header] = []
     skipped: list[Skipped] = []
     for path in paths:
+        irregular = not_regular(path)
+        if irregular is not None:
+            skipped.append(Skipped(str(path), irregular))
+            continue
         try:
             with open_image(path, max_pixels) as image:
                 headers.append(_Header(path, image_channels(image.mode), upright_size(image)))

@@ -12,6 +12,7 @@ original size. A file Pillow cannot decode, and an image with more pixels than
 from __future__ import annotations
 
 import os
+import stat
 import struct
 import warnings
 import zlib
@@ -95,6 +96,18 @@ def _visible_files(folder: Path) -> Iterator[Path]:
         for name in sorted(files):
             if not name.startswith("."):
                 yield Path(current) / name
+
+
+def not_regular(path: Path | str) -> str | None:
+    """Why ``path`` is skipped without being opened, or None for a regular file (or one
+    whose trouble opening it will tell). Reading a named pipe would wait forever."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(mode):
+        return None
+    return "it is not a regular file (a named pipe, socket or device), so it was skipped"
 
 
 def iter_image_files(folder: Path | str) -> Iterator[Path]:
@@ -243,6 +256,10 @@ def read_images(
     kept: list[str] = []
     skipped: list[Skipped] = []
     for path in paths:
+        irregular = not_regular(path)
+        if irregular is not None:
+            skipped.append(Skipped(str(path), irregular))
+            continue
         try:
             out[len(kept)] = read_image(path, target, channels, max_pixels)
         except UNREADABLE as exc:

@@ -119,6 +119,7 @@ class AutoencoderDetector(ModelParams, ScoreParams, AutoencoderTraining, ImageEs
                 f"validation images have shape {tuple(val.shape[1:])}, "
                 f"training images {tuple(images.shape[1:])}"
             )
+        self._check_enough(len(images), len(val))
         self.device_ = select_device(self.device)
         self.input_shape_ = tuple(int(d) for d in images.shape[1:])
         images, val = images.to(self.device_), val.to(self.device_)
@@ -145,6 +146,21 @@ class AutoencoderDetector(ModelParams, ScoreParams, AutoencoderTraining, ImageEs
         self.validation_scores_ = val_scores.mean(dim=0).double().cpu().numpy()
         self.threshold_ = rule.fit(self.validation_scores_)
         return self
+
+    def _check_enough(self, n_train: int, n_val: int) -> None:
+        """Refuse, before any training, what the score would refuse after it."""
+        terms = term_classes(self.score)
+        if len(terms) > 1 and n_val < 2:
+            raise UserError(
+                f"score {self.score!r} combines terms on the scale of the validation images, "
+                f"which needs at least two of them, not {n_val}: raise val_fraction or give "
+                "more images"
+            )
+        if any(term.needs_code for term in terms) and n_train < 2:
+            raise UserError(
+                f"score {self.score!r} fits the codes of at least two training images, "
+                f"not {n_train}"
+            )
 
     def validate_params(self) -> AutoencoderTraining:
         """Check every parameter with the rules of params.py (the config file's rules);
@@ -242,10 +258,21 @@ class AutoencoderDetector(ModelParams, ScoreParams, AutoencoderTraining, ImageEs
     # -- scoring ---------------------------------------------------------------
 
     def decision_function(self, X: Any) -> np.ndarray:
-        """Per-image anomaly score (higher = more anomalous), float64 array of length N."""
+        """Per-image anomaly score (higher = more anomalous), float64 array of length N.
+
+        A score that is not a finite number is an error, never a verdict (NaN is above
+        no threshold, so it would read as "normal")."""
         scorers = scorers_of(self._fitted_scorer())
         chunks = [mean_score(scorers, x, outputs) for x, outputs in self._batches(X)]
-        return torch.cat(chunks).double().cpu().numpy()
+        scores = torch.cat(chunks).double().cpu().numpy()
+        broken = np.flatnonzero(~np.isfinite(scores))
+        if broken.size:
+            raise UserError(
+                f"the detector gave {broken.size} score(s) that are not finite numbers (the "
+                f"first for image {broken[0]}): its weights are broken (a training that "
+                "diverged?), so it can give no verdict"
+            )
+        return scores
 
     def predict(self, X: Any) -> np.ndarray:
         """1 for an anomaly (score above the threshold), 0 for normal."""

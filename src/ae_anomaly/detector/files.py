@@ -112,6 +112,7 @@ def load_detector(cls: type[AutoencoderDetector], folder: Path, device: str) -> 
     state = read_weights(folder, META_FILE, fields.digest)
     detector.validation_scores_ = _validation_scores(state, weights_path)
     scorers = _saved_scorers(detector.score, detector.members, state, weights_path)
+    _check_finite(state, weights_path)  # what is left: the networks' weights
     model, scorer = combined(networks, scorers)
     _check_state_matches(model, state, weights_path, meta_path)
     model.load_state_dict(state)
@@ -205,6 +206,13 @@ def _is_int(value: Any) -> bool:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _check_finite(state: dict[str, torch.Tensor], path: Path) -> None:
+    """Refuse weights with NaN or infinite numbers: every score would be NaN."""
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise UserError(f"{path} holds numbers that are not finite in tensor '{name}'")
 
 
 def _validation_scores(state: dict[str, torch.Tensor], path: Path) -> np.ndarray:
