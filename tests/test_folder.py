@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
@@ -487,3 +488,26 @@ def test_a_named_pipe_among_the_images_is_skipped_not_read(tmp_path: Path) -> No
     assert len(data.train_images) == 4
     assert [Path(s.path).name for s in data.skipped] == ["x.png"]
     assert "not a regular file" in data.skipped[0].reason
+
+
+def test_a_big_endian_array_is_read_in_the_machines_byte_order(tmp_path: Path) -> None:
+    from ae_anomaly.data.tensors import to_image_tensor
+
+    images = np.linspace(0, 1, 2 * 8 * 8).reshape(2, 8, 8)
+    np.save(tmp_path / "be.npy", images.astype(">f8"))
+    loaded = load_array(tmp_path / "be.npy")
+    assert torch.equal(to_image_tensor(loaded), to_image_tensor(images.astype(np.float32)))
+    chunks = list(iter_image_chunks([tmp_path / "be.npy"], (1, 8, 8)))
+    assert to_image_tensor(chunks[0].images).shape == (2, 1, 8, 8)
+
+
+def test_an_array_header_that_claims_more_than_the_file_holds_is_refused(tmp_path: Path) -> None:
+    """A crafted header claiming 10^9 images must not make numpy allocate for them."""
+    np.save(tmp_path / "small.npy", np.zeros((10, 28, 28), np.uint8))
+    raw = (tmp_path / "small.npy").read_bytes()
+    end = raw.index(b"\n") + 1
+    header = raw[10:end].decode("latin1").replace("(10, 28, 28)", "(1000000000, 28, 28)")
+    header = header.rstrip("\n").ljust(end - 11) + "\n"
+    (tmp_path / "huge.npy").write_bytes(raw[:10] + header.encode("latin1") + raw[end:])
+    with pytest.raises(UserError, match=r"claims an array of shape \(1000000000, 28, 28\)"):
+        load_array(tmp_path / "huge.npy")

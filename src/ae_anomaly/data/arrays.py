@@ -34,6 +34,8 @@ def load_array(path: Path | str, *, mmap: bool = False) -> np.ndarray:
     if suffix not in ARRAY_SUFFIXES:
         raise UserError(f"{path} is not an .npy or .npz file")
     _check_magic(path, _ARRAY_MAGIC[suffix])
+    if suffix == ".npy" and not mmap:
+        _check_claimed_size(path)
     try:
         if suffix == ".npy":
             array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
@@ -50,6 +52,29 @@ def load_array(path: Path | str, *, mmap: bool = False) -> np.ndarray:
     except (OSError, EOFError, zlib.error) as exc:
         raise UserError(f"cannot read {path}: {describe_error(exc)}") from None
     return _checked_array(array, path)
+
+
+def _check_claimed_size(path: Path) -> None:
+    """Refuse an .npy whose header claims more data than the file holds, before numpy
+    allocates room for what the header claims (a crafted header can claim terabytes)."""
+    try:
+        with path.open("rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            reader = (
+                np.lib.format.read_array_header_1_0
+                if version == (1, 0)
+                else np.lib.format.read_array_header_2_0
+            )
+            shape, _, dtype = reader(handle)
+            available = path.stat().st_size - handle.tell()
+    except (OSError, ValueError, EOFError) as exc:
+        raise UserError(f"cannot read {path}: {describe_error(exc)}") from None
+    claimed = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+    if claimed > available:
+        raise UserError(
+            f"cannot read {path}: its header claims an array of shape {tuple(shape)} "
+            f"({claimed:,} bytes), but the file holds {available:,} bytes"
+        )
 
 
 def _check_magic(path: Path, magic: bytes) -> None:

@@ -14,8 +14,11 @@ UINT8_SCALE = 255.0
 def to_image_tensor(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     """(N, H, W) or (N, C, H, W) uint8 or float array -> float32 (N, C, H, W) in [0, 1]."""
     if isinstance(images, np.ndarray):
-        # torch takes neither read-only memory nor negative strides (flipped views).
-        images = np.require(images, requirements=["C_CONTIGUOUS", "WRITEABLE"])
+        # torch takes neither read-only memory nor negative strides (flipped views), nor
+        # another byte order than the machine's (a big-endian .npy).
+        images = np.require(
+            images, dtype=images.dtype.newbyteorder("="), requirements=["C_CONTIGUOUS", "WRITEABLE"]
+        )
     tensor = torch.as_tensor(images)
     if tensor.ndim == 3:
         tensor = tensor.unsqueeze(1)
