@@ -246,3 +246,49 @@ def test_real_process(saved: Path, images_dir: Path, tmp_path: Path) -> None:
     assert outcome.returncode == 0, outcome.stderr
     assert len(read_csv(outcome.stdout)) == 40
     assert "scored 40 images" in outcome.stderr
+
+
+# -- write errors and partial output --------------------------------------------------------
+
+
+def test_an_output_that_is_a_folder_is_one_sentence(
+    saved: Path, images_dir: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "out").mkdir()
+    result = score("--detector", saved, images_dir, "--output", tmp_path / "out", "--quiet")
+    assert result.exit_code == EXIT_USER_ERROR
+    assert "cannot read or write" in result.output and "Traceback" not in result.output
+    assert list((tmp_path / "out").iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp file
+
+
+def test_a_full_disk_is_one_sentence(
+    saved: Path, images_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+    import os
+
+    def full(*args: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "rows.csv"))
+
+    monkeypatch.setattr(os, "replace", full)
+    result = score("--detector", saved, images_dir, "--output", tmp_path / "rows.csv", "-q")
+    assert result.exit_code == EXIT_USER_ERROR
+    assert result.output.strip().endswith("No space left on device")
+    assert not (tmp_path / "rows.csv").exists()
+
+
+def test_a_failed_pass_leaves_no_error_maps_behind(
+    saved: Path, images_dir: Path, tmp_path: Path
+) -> None:
+    """A corrupt 17th file with batches of 4: the rows are not written, and the 16 maps
+    written before it are removed too."""
+    (images_dir / "016.png").write_bytes(b"\x89PNG but broken")
+    maps = tmp_path / "maps"
+    rows = tmp_path / "rows.csv"
+    args = ["--batch-size", "4", "--error-maps", maps, "--output", rows, "-q"]
+    result = score("--detector", saved, images_dir, *args)
+    assert result.exit_code == EXIT_USER_ERROR, result.output
+    assert "016.png" in result.output
+    assert list(maps.iterdir()) == []
+    assert not rows.exists()

@@ -1,4 +1,6 @@
-"""The ``ae-anomaly`` command group: a UserError anywhere below becomes one sentence and exit 2."""
+"""The ``ae-anomaly`` command group: a UserError anywhere below becomes one sentence and
+exit 2, and so does an error of the file system (a full disk, a read-only folder, a
+folder where a file was to be written), which the user fixes, not the code."""
 
 from __future__ import annotations
 
@@ -19,13 +21,22 @@ class _UserErrorExit(click.ClickException):
 
 
 class _Group(click.Group):
-    """Turns a UserError anywhere below into click's one-line error with exit status 2."""
+    """Turns a UserError or a file-system error anywhere below into click's one-line error
+    with exit status 2."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except UserError as exc:
             raise _UserErrorExit(str(exc)) from None
+        except OSError as exc:
+            raise _UserErrorExit(file_system_sentence(exc)) from None
+
+
+def file_system_sentence(exc: OSError) -> str:
+    """One sentence for an OSError: what failed, on which file."""
+    where = f" {exc.filename}" if exc.filename else ""
+    return f"cannot read or write{where}: {exc.strerror or exc}"
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -99,8 +99,10 @@ def score_chunks(
     *,
     error_maps: Path | None = None,
     on_chunk: Callable[[int], None] | None = None,
+    written: list[Path] | None = None,
 ) -> ScoreSummary:
-    """Score each chunk and write its rows (and error maps) before the next one is read."""
+    """Score each chunk and write its rows (and error maps) before the next one is read;
+    each error map's path is added to ``written``."""
     threshold = float(detector.threshold_)
     summary = ScoreSummary()
     for chunk in chunks:
@@ -111,7 +113,10 @@ def score_chunks(
             writer.write(name, score, threshold, is_anomaly)
             if maps is not None and error_maps is not None:
                 png = error_map_png(maps[i], detector.error_map_kind())
-                write_bytes(error_maps / error_map_name(summary.scored + i, name), png)
+                target = error_maps / error_map_name(summary.scored + i, name)
+                write_bytes(target, png)
+                if written is not None:
+                    written.append(target)
             summary.anomalies += int(is_anomaly)
         summary.scored += len(chunk.names)
         if on_chunk is not None:
@@ -147,9 +152,21 @@ def score_inputs(
     chunks = iter_image_chunks(
         inputs, detector.input_shape_, chunk_size=chunk_size, on_error=on_error, skipped=skipped
     )
-    summary = score_chunks(
-        detector, chunks, RowWriter(stream, fmt), error_maps=error_maps, on_chunk=advance
-    )
+    written: list[Path] = []
+    try:
+        summary = score_chunks(
+            detector,
+            chunks,
+            RowWriter(stream, fmt),
+            error_maps=error_maps,
+            on_chunk=advance,
+            written=written,
+        )
+    except BaseException:
+        # The rows are not written either: leave no error map of a failed pass behind.
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
     advance(0)
     summary.skipped = skipped
     if summary.scored == 0:
