@@ -222,6 +222,8 @@ def read_yaml(path: Path) -> dict[str, Any]:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise UserError(f"config file {path} is not valid YAML: {_one_line(exc)}") from None
+    except RecursionError:
+        raise UserError(f"config file {path} is nested too deeply to be a config") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

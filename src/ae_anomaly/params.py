@@ -76,8 +76,12 @@ def _device(value: str) -> str:
 
 # -- the field types, each with its rule and help text --------------------------------------
 
+# The seeds a member of an ensemble gets are 32-bit (numpy's SeedSequence): a user's too.
+MAX_SEED = 2**32 - 1
 Seed = Annotated[
-    int, Strict(), Field(ge=0, description="seed of every random choice: same seed, same scores")
+    int,
+    Strict(),
+    Field(ge=0, le=MAX_SEED, description="seed of every random choice: same seed, same scores"),
 ]
 Device = Annotated[
     str,

@@ -55,6 +55,8 @@ def read_metadata(
         ) from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise UserError(f"cannot read {kind} file {path}: {_one_line(exc)}") from None
+    except RecursionError:
+        raise UserError(f"{path} is nested too deeply to be an ae-anomaly {kind} file") from None
     if not isinstance(meta, dict) or meta.get("format") != format_name:
         raise UserError(f"{path} is not an ae-anomaly {kind} file")
     version = meta.get("format_version")

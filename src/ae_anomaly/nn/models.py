@@ -105,6 +105,10 @@ def model_names() -> list[str]:
     return list(MODELS)
 
 
+# A network larger than this (4 GB of float32 weights) is refused before it is built.
+MAX_PARAMETERS = 1_000_000_000
+
+
 def build_model(name: str, input_shape: Sequence[int], **kwargs: object) -> Autoencoder:
     """Build model ``name`` for images of ``input_shape`` = (C, H, W), or say why not."""
     if name not in MODELS:
@@ -112,6 +116,16 @@ def build_model(name: str, input_shape: Sequence[int], **kwargs: object) -> Auto
     if "input_shape" in kwargs:
         raise UserError(f"bad arguments for model '{name}': input_shape comes from the data")
     try:
+        # On the meta device first: no memory is taken, so absurd arguments (widths of
+        # 100,000 channels) are refused by their size instead of exhausting the machine.
+        with torch.device("meta"):
+            count = parameter_count(MODELS[name].build(tuple(input_shape), **kwargs))
+        if count > MAX_PARAMETERS:
+            raise UserError(
+                f"model '{name}' with these arguments and images of shape "
+                f"{tuple(input_shape)} would have {count:,} parameters, more than the limit of "
+                f"{MAX_PARAMETERS:,}"
+            )
         return MODELS[name].build(tuple(input_shape), **kwargs)
     except TypeError as exc:
         raise UserError(f"bad arguments for model '{name}': {exc}") from exc
