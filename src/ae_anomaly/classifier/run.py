@@ -24,7 +24,6 @@ from matplotlib.figure import Figure
 from ae_anomaly.classifier.config import ClassifierConfig
 from ae_anomaly.classifier.model import DigitClassifier, DigitClassifierModel
 from ae_anomaly.data.sources import Dataset, load_dataset
-from ae_anomaly.errors import UserError
 from ae_anomaly.fileio import write_json, write_yaml
 from ae_anomaly.nn.callbacks import Callback
 from ae_anomaly.nn.device import select_device
@@ -32,11 +31,9 @@ from ae_anomaly.report.figures import Plot, figure_png, plot_loss
 from ae_anomaly.report.metrics import format_number
 from ae_anomaly.report.page import html_table, render_page, write_page
 from ae_anomaly.runs.folder import CONFIG_FILE, RunFolder
+from ae_anomaly.scenarios.splits import TEST_STREAM, limited_order, split_order
 
 CLASSIFIER_DIR = "classifier"
-# Independent random streams: the validation split and the test slice do not
-# change when the other's setting does.
-_SPLIT_STREAM, _TEST_STREAM = 1, 2
 
 
 @dataclass(frozen=True)
@@ -63,14 +60,7 @@ def split_training(
 
     Returns train images, train labels, validation images, validation labels.
     """
-    rng = np.random.default_rng([config.seed, _SPLIT_STREAM])
-    order = rng.permutation(len(dataset.train_images))[: config.data.train_limit]
-    n_val = max(1, round(len(order) * config.data.val_fraction))
-    if n_val >= len(order):
-        raise UserError(
-            f"holding out val_fraction {config.data.val_fraction:g} of {len(order)} training "
-            "images leaves none to train on"
-        )
+    order, n_val = split_order(len(dataset.train_images), config.data, config.seed)
     val, train = order[:n_val], order[n_val:]
     images, labels = dataset.train_images, dataset.train_labels
     return images[train], labels[train], images[val], labels[val]
@@ -80,8 +70,7 @@ def test_slice(dataset: Dataset, limit: int | None, seed: int) -> tuple[np.ndarr
     """The whole test split, or a random ``limit`` of it (a prefix could miss some classes)."""
     if limit is None or limit >= len(dataset.test_images):
         return dataset.test_images, dataset.test_labels
-    rng = np.random.default_rng([seed, _TEST_STREAM])
-    chosen = np.sort(rng.permutation(len(dataset.test_images))[:limit])
+    chosen = limited_order(len(dataset.test_images), limit, seed, TEST_STREAM)
     return dataset.test_images[chosen], dataset.test_labels[chosen]
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ae_anomaly.config import DataConfig
+from ae_anomaly.config import DataConfig, DatasetSection
 from ae_anomaly.data.tensors import to_image_tensor
 from ae_anomaly.errors import UserError
 from ae_anomaly.scenarios.base import ScenarioData, TestSet
@@ -34,18 +34,20 @@ def split_normal(
     images: np.ndarray, data: DataConfig, seed: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Shuffle, keep at most ``train_limit`` images and hold out ``val_fraction`` of them."""
-    order, n_val = _split_order(len(images), data, seed)
+    order, n_val = split_order(len(images), data, seed)
     tensor = to_image_tensor(images[order])
     return tensor[n_val:], tensor[:n_val]
 
 
 def split_labels(labels: np.ndarray, data: DataConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """The labels of the images ``split_normal`` puts in train and validation, in its order."""
-    order, n_val = _split_order(len(labels), data, seed)
+    order, n_val = split_order(len(labels), data, seed)
     return labels[order[n_val:]], labels[order[:n_val]]
 
 
-def _split_order(n: int, data: DataConfig, seed: int) -> tuple[np.ndarray, int]:
+def split_order(n: int, data: DatasetSection, seed: int) -> tuple[np.ndarray, int]:
+    """A seeded order of at most ``train_limit`` of ``n`` training images, the first
+    ``n_val`` of which are held out; also the digit classifier's split."""
     rng = np.random.default_rng([seed, SPLIT_STREAM])
     order = rng.permutation(n)[: data.train_limit]
     n_val = max(1, round(len(order) * data.val_fraction))
