@@ -42,9 +42,9 @@ from ae_anomaly.data.images import (
     image_channels,
     is_image_file,
     list_image_files,
-    not_regular,
     open_image,
     read_images,
+    regular_only,
     unreadable_sentence,
     upright_size,
 )
@@ -101,12 +101,8 @@ def _headers(
 ) -> tuple[list[_Header], list[Skipped]]:
     """Mode and size of each file, read from its header only (no pixels are decoded)."""
     headers: list[_Header] = []
-    skipped: list[Skipped] = []
+    paths, skipped = regular_only(paths)
     for path in paths:
-        irregular = not_regular(path)
-        if irregular is not None:
-            skipped.append(Skipped(str(path), irregular))
-            continue
         try:
             with open_image(path, max_pixels) as image:
                 headers.append(_Header(path, image_channels(image.mode), upright_size(image)))

@@ -19,7 +19,7 @@ import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -38,6 +38,7 @@ DEFAULT_MAX_PIXELS = 40_000_000
 OnError = Literal["fail", "skip"]
 ON_ERROR_CHOICES: tuple[str, ...] = ("fail", "skip")
 Size = tuple[int, int]  # (height, width)
+PathT = TypeVar("PathT", Path, str, Path | str)
 
 # What Pillow's decoders raise on malformed input: besides OSError (unknown
 # format, truncated data) its plugins let ValueError, SyntaxError, EOFError,
@@ -98,16 +99,25 @@ def _visible_files(folder: Path) -> Iterator[Path]:
                 yield Path(current) / name
 
 
-def not_regular(path: Path | str) -> str | None:
-    """Why ``path`` is skipped without being opened, or None for a regular file (or one
-    whose trouble opening it will tell). Reading a named pipe would wait forever."""
-    try:
-        mode = os.stat(path).st_mode
-    except OSError:
-        return None
-    if stat.S_ISREG(mode):
-        return None
-    return "it is not a regular file (a named pipe, socket or device), so it was skipped"
+IRREGULAR = "it is not a regular file (a named pipe, socket or device), so it was skipped"
+
+
+def regular_only(paths: Sequence[PathT]) -> tuple[list[PathT], list[Skipped]]:
+    """``paths`` less those that are not regular files, which are skipped without being
+    opened (reading a named pipe would wait forever), whatever ``on_error`` says. A path
+    that cannot be looked at stays: opening it will say what is wrong."""
+    kept: list[PathT] = []
+    skipped: list[Skipped] = []
+    for path in paths:
+        try:
+            regular = stat.S_ISREG(os.stat(path).st_mode)
+        except OSError:
+            regular = True
+        if regular:
+            kept.append(path)
+        else:
+            skipped.append(Skipped(str(path), IRREGULAR))
+    return kept, skipped
 
 
 def iter_image_files(folder: Path | str) -> Iterator[Path]:
@@ -252,14 +262,10 @@ def read_images(
     target = check_size(size, max_pixels)
     check_channels(channels)
     check_on_error(on_error)
+    paths, skipped = regular_only(paths)
     out = np.empty((len(paths), channels, *target), dtype=np.uint8)
     kept: list[str] = []
-    skipped: list[Skipped] = []
     for path in paths:
-        irregular = not_regular(path)
-        if irregular is not None:
-            skipped.append(Skipped(str(path), irregular))
-            continue
         try:
             out[len(kept)] = read_image(path, target, channels, max_pixels)
         except UNREADABLE as exc:
