@@ -30,7 +30,7 @@ class ConvBNAutoencoder(Autoencoder):
     def __init__(self, input_shape: Sequence[int], channels: Sequence[int] = (16, 32)) -> None:
         super().__init__(input_shape)
         channels = positive_ints(self.name, "channels", channels)
-        self._require_divisible(2 ** len(channels))
+        self._require_divisible(self.size_multiple(channels=channels))
         widths = [self.in_channels, *channels]
         self.encoder = nn.Sequential(
             *(_down_stage(c_in, c_out) for c_in, c_out in itertools.pairwise(widths))
@@ -79,7 +79,7 @@ class ConvStrided(Autoencoder):
     def __init__(self, input_shape: Sequence[int], channels: Sequence[int] = (16, 32)) -> None:
         super().__init__(input_shape)
         channels = positive_ints(self.name, "channels", channels)
-        self._require_divisible(2 ** len(channels))
+        self._require_divisible(self.size_multiple(channels=channels))
         widths = [self.in_channels, *channels]
         encoder: list[nn.Module] = []
         for c_in, c_out in itertools.pairwise(widths):
@@ -113,7 +113,7 @@ class ConvKeras(Autoencoder):
 
     def __init__(self, input_shape: Sequence[int]) -> None:
         super().__init__(input_shape)
-        self._require_divisible(4)
+        self._require_divisible(self.size_multiple())
         c = self.in_channels
         self.encoder = nn.Sequential(
             nn.Conv2d(c, 32, 3, padding=1),
@@ -223,7 +223,7 @@ class ConvDense(Autoencoder):
                 f"got channels {widths} and code {code!r}"
             )
         c1, c2 = widths
-        self._require_divisible(4)
+        self._require_divisible(self.size_multiple())
         _, height, width = self.input_shape
         self.grid = (c2, height // 4, width // 4)
         flat = c2 * (height // 4) * (width // 4)
