@@ -581,6 +581,7 @@ def test_get_params_lists_every_init_argument() -> None:
         "score": "mse",
         "threshold": "fixed:0.1",
         "members": 1,
+        "patch": "auto",
         "epochs": 3,
         "batch_size": 128,
         "learning_rate": 1e-3,

@@ -30,10 +30,18 @@ def run_set(folder: Path, out: Path, flags: dict[str, Any]) -> dict[str, Any]:
         "pixel_auroc": found.get("pixel_auroc"),
         "aupro": found.get("aupro"),
         "by_kind": {k: v.get("auroc") for k, v in metrics["by_kind"].items() if "auroc" in v},
+        "pixel_by_kind": found.get("by_kind", {}),
         "epochs": len(metrics["training"]["history"]),
         "seconds": time.perf_counter() - started,
         "warnings": metrics["training"].get("warnings", []),
     }
+
+
+def _pixel(found: dict[str, Any] | None) -> str:
+    """" (pixel AUROC / AUPRO)" of one kind, where there are masks."""
+    if not found:
+        return ""
+    return f" (pixel {cell(found['pixel_auroc'])} / {cell(found['aupro'])})"
 
 
 def cell(value: float | None) -> str:
@@ -50,7 +58,9 @@ def main(argv: list[str]) -> None:
     print("|---|---:|---:|---:|---|---:|---:|")
     for name in chosen:
         row = run_set(suite / name, out / name, flags)
-        kinds = ", ".join(f"{k} {v:.3f}" for k, v in row["by_kind"].items())
+        kinds = ", ".join(
+            f"{k} {v:.3f}" + _pixel(row["pixel_by_kind"].get(k)) for k, v in row["by_kind"].items()
+        )
         print(
             f"| {name} | {cell(row['auroc'])} | {cell(row['pixel_auroc'])} | "
             f"{cell(row['aupro'])} | {kinds} | {row['epochs']} | {row['seconds']:.0f} |",

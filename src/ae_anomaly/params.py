@@ -74,6 +74,12 @@ def _device(value: str) -> str:
     return value
 
 
+def _patch(value: str | int) -> str | int:
+    if isinstance(value, int) and (value < MIN_PATCH or value % 2):
+        raise ValueError(f"a patch size is an even number of pixels, at least {MIN_PATCH}")
+    return value
+
+
 # -- the field types, each with its rule and help text --------------------------------------
 
 # The seeds a member of an ensemble gets are 32-bit (numpy's SeedSequence): a user's too.
@@ -103,6 +109,20 @@ AutoEpochs = Annotated[
         ge=1,
         description=f"maximum number of training epochs; unset (null): enough epochs for at "
         f"least {AUTO_MIN_STEPS} optimisation steps, and at least {AUTO_MIN_EPOCHS}",
+    ),
+]
+# Patch mode (nn/patches.py): "auto" uses patches of AUTO_PATCH pixels for images
+# whose shorter side is at least AUTO_PATCH_SIDE.
+MIN_PATCH = 8
+AUTO_PATCH = 32
+AUTO_PATCH_SIDE = 128
+Patch = Annotated[
+    Literal["auto", "off"] | StrictInt,
+    AfterValidator(_patch),
+    Field(
+        description=f"patch mode: a network for N x N patches, run over tiles overlapping by "
+        f"half; the image's score is its worst tile's. N, off, or auto ({AUTO_PATCH} for "
+        f"images of {AUTO_PATCH_SIDE} pixels or more a side, else off)"
     ),
 ]
 BatchSize = Annotated[int, Strict(), Field(ge=1, description="images per optimisation step")]
@@ -219,6 +239,7 @@ class ScoreParams:
             "the score is the mean of theirs (an ensemble: members times the training time)",
         ),
     ] = 1
+    patch: Patch = "auto"
 
 
 def resolved_epochs(params: TrainingParams, n_train: int) -> int:

@@ -36,6 +36,7 @@ from ae_anomaly.nn.ensemble import (
     networks_of,
     scorers_of,
 )
+from ae_anomaly.nn.patches import PatchGrid
 
 # Opset 17 is read by every onnxruntime since 1.11 and covers every op used here.
 OPSET = 17
@@ -52,19 +53,25 @@ class ScoringModel(nn.Module):
     term holds an (N, M) distance matrix per call (M <= 20,000 reference
     codes: about 80 KB per image), so score large sets in batches. An
     ensemble's score and reconstruction are the means of its members', as in
-    the detector.
+    the detector. In patch mode (``grid``) the graph cuts the images into their tiles,
+    and gives each image its worst tile's score and the tiles' reconstructions, averaged.
     """
 
-    def __init__(self, model: nn.Module, scorer: nn.Module) -> None:
+    def __init__(self, model: nn.Module, scorer: nn.Module, grid: PatchGrid | None) -> None:
         super().__init__()
         needs_code = scorers_of(scorer)[0].needs_code
         self.members = MemberOutputs(networks_of(model), with_code=needs_code)
         self.scorer = scorer
+        self.grid = grid
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        outputs = self.members(images)
-        scores = mean_score(scorers_of(self.scorer), images, outputs)
-        return scores, mean_reconstruction(outputs)
+        inputs = images if self.grid is None else self.grid.tiles(images)
+        outputs = self.members(inputs)
+        scores = mean_score(scorers_of(self.scorer), inputs, outputs)
+        reconstructions = mean_reconstruction(outputs)
+        if self.grid is None:
+            return scores, reconstructions
+        return self.grid.image_scores(scores), self.grid.assemble(reconstructions)
 
 
 def require_onnx() -> None:
@@ -84,7 +91,7 @@ def onnx_bytes(detector: AutoencoderDetector) -> bytes:
     # The saved layout (channels_last) is a CPU speed trick; the graph wants plain NCHW.
     network = network.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
     scorer = copy.deepcopy(detector._fitted_scorer()).cpu()
-    wrapper = ScoringModel(network, scorer).eval()
+    wrapper = ScoringModel(network, scorer, detector._grid()).eval()
     example = torch.rand(2, *detector.input_shape_)
     dynamic = {name: {0: "batch"} for name in (INPUT_NAME, *OUTPUT_NAMES)}
     with tempfile.TemporaryDirectory() as scratch, warnings.catch_warnings():
@@ -114,6 +121,7 @@ def onnx_bytes(detector: AutoencoderDetector) -> bytes:
         "threshold": repr(float(detector.threshold_)),
         "threshold_rule": detector.threshold,
         "input_shape": json.dumps(list(detector.input_shape_)),
+        "patch_size": json.dumps(detector.patch_size_),
         "pixel_range": "[0, 1]; uint8 pixels are divided by 255",
     }
     onnx.helper.set_model_props(model, metadata)

@@ -21,6 +21,7 @@ detector is a folder with ``weights.safetensors`` and ``detector.json``
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -49,6 +50,7 @@ from ae_anomaly.nn.ensemble import (
 from ae_anomaly.nn.inference import batched_outputs
 from ae_anomaly.nn.loop import Task, reconstruction_loss, train
 from ae_anomaly.nn.models import has_code
+from ae_anomaly.nn.patches import PatchGrid, patch_size_for, random_crops
 from ae_anomaly.nn.restoration import restoration
 from ae_anomaly.nn.sizes import build_network
 from ae_anomaly.params import (
@@ -122,14 +124,18 @@ class AutoencoderDetector(ModelParams, ScoreParams, AutoencoderTraining, ImageEs
         self._check_enough(len(images), len(val))
         self.device_ = select_device(self.device)
         self.input_shape_ = tuple(int(d) for d in images.shape[1:])
+        self.patch_size_ = patch_size_for(self.patch, *self.input_shape_[1:])
+        task = self._patch_task(self.training_task(training))
         images, val = images.to(self.device_), val.to(self.device_)
         check = UndertrainedCheck()
         stopping = EarlyStopping(training.patience, minimum_epochs(training, len(images)))
         standard: list[Callback] = [stopping, check]
         if checkpoint_dir is not None:
             standard.append(Checkpoint(checkpoint_dir, resume=resume))
+        # In patch mode the validation loss is that of the tiles the images are scored by.
+        val_inputs = val if (grid := self._grid()) is None else grid.tiles(val)
         trained = [
-            self._train_member(member, images, val, training, [*standard, *callbacks])
+            self._train_member(member, images, val_inputs, training, task, [*standard, *callbacks])
             for member in range(self.members)
         ]
         networks = [network for network, _ in trained]
@@ -142,7 +148,9 @@ class AutoencoderDetector(ModelParams, ScoreParams, AutoencoderTraining, ImageEs
         fitted = [self._fit_scorer(net, member, images, val) for member, net in enumerate(networks)]
         self.model_, self.scorer_ = combined(networks, [scorer for scorer, _ in fitted])
         # The calibration's term values of the validation images give their scores too.
-        val_scores = torch.stack([scorer.combine(values) for scorer, values in fitted])
+        val_scores = torch.stack(
+            [self._per_image(scorer.combine(values)) for scorer, values in fitted]
+        )
         self.validation_scores_ = val_scores.mean(dim=0).double().cpu().numpy()
         self.threshold_ = rule.fit(self.validation_scores_)
         return self
@@ -178,18 +186,57 @@ class AutoencoderDetector(ModelParams, ScoreParams, AutoencoderTraining, ImageEs
             restore=restoration(training.restore, training.restore_angle, training.restore_share),
         )
 
+    def _patch_task(self, task: Task) -> Task:
+        """``task`` on a random crop of each training image, in patch mode."""
+        size = self.patch_size_
+        if size is None:
+            return task
+        if task.restore is not None:
+            raise UserError(
+                "restore changes whole images (it turns them upright); it cannot train on "
+                "patches: set patch to off"
+            )
+        augment = task.augment
+
+        def cropped(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+            if augment is not None:
+                batch = augment(batch, generator)
+            return random_crops(batch, size, generator)
+
+        return dataclasses.replace(task, augment=cropped)
+
+    def _grid(self) -> PatchGrid | None:
+        """The tiles an image is scored by in patch mode; None for whole images."""
+        size = getattr(self, "patch_size_", None)  # detectors saved before patches: None
+        if size is None:
+            return None
+        return PatchGrid(size, *self.input_shape_[1:])
+
+    def network_shape(self) -> tuple[int, ...]:
+        """(C, H, W) of what the networks take: the images, or in patch mode a patch."""
+        grid = self._grid()
+        if grid is None:
+            return tuple(self.input_shape_)
+        return (self.input_shape_[0], grid.size, grid.size)
+
+    def _per_image(self, values: torch.Tensor) -> torch.Tensor:
+        """Per-image scores from the scores of what the networks saw (tiles in patch mode)."""
+        grid = self._grid()
+        return values if grid is None else grid.image_scores(values)
+
     def _train_member(
         self,
         member: int,
         images: torch.Tensor,
         val: torch.Tensor,
         training: AutoencoderTraining,
+        task: Task,
         callbacks: Sequence[Callback],
     ) -> tuple[nn.Module, TrainState]:
         """Member ``member``'s network, trained on ``images``, and its training state."""
         seed = member_seed(self.seed, member)
         with seeded(seed):  # the seed fixes the initial weights
-            built = build_network(self.model, self.input_shape_, **(self.model_args or {}))
+            built = build_network(self.model, self.network_shape(), **(self.model_args or {}))
         require_code(self.score, has_code(built), self.model)
         network = placed(built, self.device_)
         state = train(
@@ -197,7 +244,7 @@ class AutoencoderDetector(ModelParams, ScoreParams, AutoencoderTraining, ImageEs
             images,
             val,
             training,
-            self.training_task(training),
+            task,
             seed=seed,
             callbacks=callbacks,
             member=member,
@@ -263,7 +310,7 @@ class AutoencoderDetector(ModelParams, ScoreParams, AutoencoderTraining, ImageEs
         A score that is not a finite number is an error, never a verdict (NaN is above
         no threshold, so it would read as "normal")."""
         scorers = scorers_of(self._fitted_scorer())
-        chunks = [mean_score(scorers, x, outputs) for x, outputs in self._batches(X)]
+        chunks = [self._per_image(mean_score(scorers, x, o)) for x, o in self._batches(X)]
         scores = torch.cat(chunks).double().cpu().numpy()
         broken = np.flatnonzero(~np.isfinite(scores))
         if broken.size:
@@ -284,11 +331,14 @@ class AutoencoderDetector(ModelParams, ScoreParams, AutoencoderTraining, ImageEs
         An ensemble's reconstruction is the mean of its members'.
         """
         recons, maps = [], []
-        kind = self.error_map_kind()
+        kind, grid = self.error_map_kind(), self._grid()
         for x, outputs in self._batches(X):
             r = mean_reconstruction(outputs)
+            m = error_map(x, r, kind)
+            if grid is not None:  # the tiles' reconstructions and maps, averaged
+                r, m = grid.assemble(r), grid.assemble(m[:, None])[:, 0]
             recons.append(r.cpu())
-            maps.append(error_map(x, r, kind).cpu())
+            maps.append(m.cpu())
         return torch.cat(recons).numpy(), torch.cat(maps).numpy()
 
     def error_map_kind(self) -> str:
@@ -301,7 +351,8 @@ class AutoencoderDetector(ModelParams, ScoreParams, AutoencoderTraining, ImageEs
         self, X: Any, networks: list[nn.Module] | None = None
     ) -> Iterator[tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor | None]]]]:
         """(images, one (reconstructions, codes or None) per member) batch by batch, on the
-        detector's device; ``networks`` defaults to the fitted members."""
+        detector's device; ``networks`` defaults to the fitted members. In patch mode the
+        images are the tiles of whole images, image by image."""
         if networks is None:
             networks = networks_of(self._fitted_model())
         images = to_image_tensor(X)
@@ -311,7 +362,14 @@ class AutoencoderDetector(ModelParams, ScoreParams, AutoencoderTraining, ImageEs
                 f"got {tuple(images.shape[1:])}"
             )
         runner = MemberOutputs(networks, with_code=uses_code(self.score))
-        yield from batched_outputs(runner, images, self.device_, SCORE_BATCH)
+        grid = self._grid()
+        if grid is None:
+            yield from batched_outputs(runner, images, self.device_, SCORE_BATCH)
+            return
+        per_batch = max(1, SCORE_BATCH // grid.tiles_per_image)
+        for start in range(0, len(images), per_batch):
+            tiles = grid.tiles(images[start : start + per_batch].to(self.device_))
+            yield from batched_outputs(runner, tiles, self.device_, len(tiles))
 
     def _fitted_model(self) -> nn.Module:
         if not hasattr(self, "model_"):

@@ -34,15 +34,17 @@ from ae_anomaly.nn.device import select_device
 from ae_anomaly.nn.ensemble import combined
 from ae_anomaly.nn.models import WithCode
 from ae_anomaly.nn.sizes import build_network
+from ae_anomaly.params import MIN_PATCH
 from ae_anomaly.scores.scorer import Scorer
 
 if TYPE_CHECKING:
     from ae_anomaly.detector.estimator import AutoencoderDetector
 
 FORMAT_NAME = "ae-anomaly-detector"
-# 2: detector.json names the SHA-256 of the weights. 1: package 0.1, read without it.
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+# 3: detector.json gives the patch size (null: whole images). 2: it names the SHA-256 of
+# the weights. 1: package 0.1, read without it. Formats 1 and 2 score whole images.
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 META_FILE = "detector.json"
 # Saved beside the weights so that a loaded detector can refit its threshold.
 VALIDATION_SCORES_KEY = "detector.validation_scores"
@@ -69,6 +71,7 @@ def _metadata(detector: AutoencoderDetector) -> dict[str, Any]:
         "model": detector.model,
         "model_args": detector.model_args or {},
         "input_shape": list(detector.input_shape_),
+        "patch_size": detector.patch_size_,
         "normalisation": {"uint8_scale": UINT8_SCALE, "pixel_range": [0.0, 1.0]},
         "score": detector.score,
         "threshold": {"rule": detector.threshold, "value": detector.threshold_},
@@ -92,6 +95,7 @@ def load_detector(cls: type[AutoencoderDetector], folder: Path, device: str) -> 
         reason = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
         raise UserError(f"{meta_path} is missing or has a bad field ({reason})") from None
     detector.input_shape_ = fields.input_shape
+    detector.patch_size_ = fields.patch_size
     detector.threshold_ = fields.threshold
     detector.history_ = fields.history
     detector.best_epoch_ = fields.best_epoch
@@ -103,7 +107,7 @@ def load_detector(cls: type[AutoencoderDetector], folder: Path, device: str) -> 
         )
     try:
         networks = [
-            build_network(detector.model, detector.input_shape_, **(detector.model_args or {}))
+            build_network(detector.model, detector.network_shape(), **(detector.model_args or {}))
             for _ in range(detector.members)
         ]
     except UserError as exc:
@@ -117,7 +121,7 @@ def load_detector(cls: type[AutoencoderDetector], folder: Path, device: str) -> 
     _check_state_matches(model, state, weights_path, meta_path)
     model.load_state_dict(state)
     for network, member_scorer in zip(networks, scorers, strict=True):
-        _check_code_width(network, member_scorer, detector.input_shape_, weights_path)
+        _check_code_width(network, member_scorer, detector.network_shape(), weights_path)
     detector.device_ = select_device(device)
     detector.model_ = placed(model, detector.device_)
     detector.model_.eval()
@@ -131,6 +135,7 @@ class _Fields:
 
     params: dict[str, Any]
     input_shape: tuple[int, int, int]
+    patch_size: int | None
     threshold: float
     history: list[dict[str, Any]]
     best_epoch: int
@@ -160,6 +165,17 @@ def _checked_fields(meta: dict[str, Any]) -> _Fields:
         isinstance(shape, list) and len(shape) == 3 and all(_is_int(d) and d > 0 for d in shape)
     ):
         raise ValueError(f"input_shape must be three positive integers (C, H, W), got {shape!r}")
+    patch_size = meta.get("patch_size") if meta["format_version"] >= 3 else None
+    if patch_size is not None and not (
+        _is_int(patch_size)
+        and patch_size >= MIN_PATCH
+        and patch_size % 2 == 0
+        and patch_size <= min(shape[1], shape[2])
+    ):
+        raise ValueError(
+            f"patch_size must be null or an even number from {MIN_PATCH} up to the image "
+            f"side, got {patch_size!r}"
+        )
     threshold = meta["threshold"]["value"]
     # Combined scores are sums of z-scores, so a threshold may be negative.
     if not _is_number(threshold) or not math.isfinite(threshold):
@@ -181,6 +197,7 @@ def _checked_fields(meta: dict[str, Any]) -> _Fields:
         digest=digest,
         params=params,
         input_shape=(shape[0], shape[1], shape[2]),
+        patch_size=patch_size,
         threshold=float(threshold),
         history=first["history"],
         best_epoch=first["best_epoch"],

@@ -20,6 +20,7 @@ from ae_anomaly.detector.estimator import AutoencoderDetector
 from ae_anomaly.errors import UserError
 from ae_anomaly.fileio import write_json, write_yaml
 from ae_anomaly.nn.callbacks import Callback
+from ae_anomaly.nn.patches import patch_size_for
 from ae_anomaly.nn.sizes import build_network
 from ae_anomaly.params import ScoreParams, group_fields
 from ae_anomaly.runs.folder import CONFIG_FILE, RunFolder
@@ -61,7 +62,11 @@ def run_experiment(
         )
     # Build the network once before any folder exists, so an unusable model or
     # image size fails without leaving anything behind.
-    build_network(config.model, tuple(data.train.shape[1:]), **config.model_args)
+    shape = tuple(int(d) for d in data.train.shape[1:])
+    patch = patch_size_for(config.detector.patch, *shape[1:])
+    build_network(
+        config.model, shape if patch is None else (shape[0], patch, patch), **config.model_args
+    )
     resuming = folder.prepare(overwrite=overwrite, resume=resume)
     write_yaml(folder.work / CONFIG_FILE, config.to_dict())
     checkpoint_dir = folder.work / CHECKPOINT_DIR
