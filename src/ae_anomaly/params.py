@@ -103,6 +103,9 @@ Epochs = Annotated[int, Strict(), Field(ge=1, description="maximum number of tra
 # images and one of 60,000 are both trained properly.
 AUTO_MIN_STEPS = 500
 AUTO_MIN_EPOCHS = 6
+# Patch mode draws new crops at every step, far more varied inputs than whole images:
+# on textures-64 (docs/own-images.md) 2,000 steps found stains 0.85 where 500 found 0.82.
+AUTO_MIN_PATCH_STEPS = 2000
 AutoEpochs = Annotated[
     StrictInt | None,
     Field(
@@ -111,8 +114,8 @@ AutoEpochs = Annotated[
         f"least {AUTO_MIN_STEPS} optimisation steps, and at least {AUTO_MIN_EPOCHS}",
     ),
 ]
-# Patch mode (nn/patches.py): "auto" uses patches of AUTO_PATCH pixels for images
-# whose shorter side is at least AUTO_PATCH_SIDE.
+# Patch mode (nn/patches.py): "auto" uses patches of AUTO_PATCH pixels for images whose
+# shorter side is at least AUTO_PATCH_SIDE, and for textures at least twice the patch.
 MIN_PATCH = 8
 AUTO_PATCH = 32
 AUTO_PATCH_SIDE = 128
@@ -122,7 +125,8 @@ Patch = Annotated[
     Field(
         description=f"patch mode: a network for N x N patches, run over tiles overlapping by "
         f"half; the image's score is its worst tile's. N, off, or auto ({AUTO_PATCH} for "
-        f"images of {AUTO_PATCH_SIDE} pixels or more a side, else off)"
+        f"images of {AUTO_PATCH_SIDE} pixels or more a side, and for textures of "
+        f"{2 * AUTO_PATCH} or more; else off)"
     ),
 ]
 BatchSize = Annotated[int, Strict(), Field(ge=1, description="images per optimisation step")]
@@ -242,9 +246,9 @@ class ScoreParams:
     patch: Patch = "auto"
 
 
-def resolved_epochs(params: TrainingParams, n_train: int) -> int:
+def resolved_epochs(params: TrainingParams, n_train: int, min_steps: int = AUTO_MIN_STEPS) -> int:
     """The epochs a fit on ``n_train`` images runs at most: ``params.epochs`` when set, else
-    enough for AUTO_MIN_STEPS optimisation steps and at least AUTO_MIN_EPOCHS.
+    enough for ``min_steps`` optimisation steps and at least AUTO_MIN_EPOCHS.
 
     Measured (conv-bn / mse and conv-dense / ssim+latent, 800 Fashion-MNIST trousers and
     300 MNIST threes against the rest): 12-15 steps gave AUROC 0.40-0.81; 250 to 2,000
@@ -252,16 +256,16 @@ def resolved_epochs(params: TrainingParams, n_train: int) -> int:
     if params.epochs is not None:
         return params.epochs
     steps_per_epoch = math.ceil(n_train / params.batch_size)
-    return max(AUTO_MIN_EPOCHS, math.ceil(AUTO_MIN_STEPS / steps_per_epoch))
+    return max(AUTO_MIN_EPOCHS, math.ceil(min_steps / steps_per_epoch))
 
 
-def minimum_epochs(params: TrainingParams, n_train: int) -> int:
+def minimum_epochs(params: TrainingParams, n_train: int, min_steps: int = AUTO_MIN_STEPS) -> int:
     """Epochs before early stopping may end a fit: with unset epochs, those that make
-    AUTO_MIN_STEPS steps (a small folder's validation loss is noisy, and patience counted
+    ``min_steps`` steps (a small folder's validation loss is noisy, and patience counted
     in epochs of a few steps each would stop it after a handful of steps); else none."""
     if params.epochs is not None:
         return 0
-    return math.ceil(AUTO_MIN_STEPS / math.ceil(n_train / params.batch_size))
+    return math.ceil(min_steps / math.ceil(n_train / params.batch_size))
 
 
 # -- reading the groups ----------------------------------------------------------------------

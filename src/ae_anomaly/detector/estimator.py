@@ -50,10 +50,11 @@ from ae_anomaly.nn.ensemble import (
 from ae_anomaly.nn.inference import batched_outputs
 from ae_anomaly.nn.loop import Task, reconstruction_loss, train
 from ae_anomaly.nn.models import has_code
-from ae_anomaly.nn.patches import PatchGrid, patch_size_for, random_crops
+from ae_anomaly.nn.patches import PatchGrid, is_texture, patch_size_for, random_crops
 from ae_anomaly.nn.restoration import restoration
 from ae_anomaly.nn.sizes import build_network
 from ae_anomaly.params import (
+    AUTO_MIN_PATCH_STEPS,
     AutoencoderTraining,
     FitParams,
     ModelParams,
@@ -124,11 +125,14 @@ class AutoencoderDetector(ModelParams, ScoreParams, AutoencoderTraining, ImageEs
         self._check_enough(len(images), len(val))
         self.device_ = select_device(self.device)
         self.input_shape_ = tuple(int(d) for d in images.shape[1:])
-        self.patch_size_ = patch_size_for(self.patch, *self.input_shape_[1:])
+        texture = self.patch == "auto" and is_texture(images)
+        _, height, width = self.input_shape_
+        self.patch_size_ = patch_size_for(self.patch, height, width, texture)
         task = self._patch_task(self.training_task(training))
         images, val = images.to(self.device_), val.to(self.device_)
         check = UndertrainedCheck()
-        stopping = EarlyStopping(training.patience, minimum_epochs(training, len(images)))
+        draws = len(images) * task.repeats
+        stopping = EarlyStopping(training.patience, minimum_epochs(training, draws, task.min_steps))
         standard: list[Callback] = [stopping, check]
         if checkpoint_dir is not None:
             standard.append(Checkpoint(checkpoint_dir, resume=resume))
@@ -203,7 +207,11 @@ class AutoencoderDetector(ModelParams, ScoreParams, AutoencoderTraining, ImageEs
                 batch = augment(batch, generator)
             return random_crops(batch, size, generator)
 
-        return dataclasses.replace(task, augment=cropped)
+        grid = self._grid()
+        assert grid is not None
+        return dataclasses.replace(
+            task, augment=cropped, repeats=grid.tiles_per_image, min_steps=AUTO_MIN_PATCH_STEPS
+        )
 
     def _grid(self) -> PatchGrid | None:
         """The tiles an image is scored by in patch mode; None for whole images."""
@@ -268,7 +276,8 @@ class AutoencoderDetector(ModelParams, ScoreParams, AutoencoderTraining, ImageEs
                 [c for _, [(_, c)] in self._batches(images, [network]) if c is not None]
             )
         seed = member_seed(self.seed, member)
-        scorer = Scorer.fitted(self.score, codes, seed).to(self.device_)
+        local = self._grid() is not None
+        scorer = Scorer.fitted(self.score, codes, seed, local).to(self.device_)
         values = torch.cat(
             [scorer.term_values(x, *outputs[0]) for x, outputs in self._batches(val, [network])]
         )

@@ -115,7 +115,8 @@ def load_detector(cls: type[AutoencoderDetector], folder: Path, device: str) -> 
     weights_path = folder / WEIGHTS_FILE
     state = read_weights(folder, META_FILE, fields.digest)
     detector.validation_scores_ = _validation_scores(state, weights_path)
-    scorers = _saved_scorers(detector.score, detector.members, state, weights_path)
+    local = detector.patch_size_ is not None
+    scorers = _saved_scorers(detector.score, detector.members, state, weights_path, local)
     _check_finite(state, weights_path)  # what is left: the networks' weights
     model, scorer = combined(networks, scorers)
     _check_state_matches(model, state, weights_path, meta_path)
@@ -242,15 +243,16 @@ def _validation_scores(state: dict[str, torch.Tensor], path: Path) -> np.ndarray
 
 
 def _saved_scorers(
-    spec: str, members: int, state: dict[str, torch.Tensor], path: Path
+    spec: str, members: int, state: dict[str, torch.Tensor], path: Path, local: bool
 ) -> list[Scorer]:
-    """The members' fitted scorers saved in ``state`` (their keys are removed from it)."""
+    """The members' fitted scorers saved in ``state`` (their keys are removed from it);
+    ``local``: scorers of patches (Scorer)."""
     saved = {
         key.removeprefix(SCORER_PREFIX): state.pop(key)
         for key in [k for k in state if k.startswith(SCORER_PREFIX)]
     }
     if members == 1:
-        return [_saved_scorer(spec, saved, path)]
+        return [_saved_scorer(spec, saved, path, local)]
     # An EnsembleScorer's state: "members.<i>.<key>" for member i.
     per_member: list[dict[str, torch.Tensor]] = [{} for _ in range(members)]
     for key, tensor in saved.items():
@@ -258,13 +260,13 @@ def _saved_scorers(
         if head != "members" or not member.isdigit() or int(member) >= members or not rest:
             raise UserError(f"{path} holds an unexpected fitted-score tensor {key!r}")
         per_member[int(member)][rest] = tensor
-    return [_saved_scorer(spec, member_state, path) for member_state in per_member]
+    return [_saved_scorer(spec, member_state, path, local) for member_state in per_member]
 
 
-def _saved_scorer(spec: str, saved: dict[str, torch.Tensor], path: Path) -> Scorer:
+def _saved_scorer(spec: str, saved: dict[str, torch.Tensor], path: Path, local: bool) -> Scorer:
     """One fitted scorer from its saved tensors (keys without prefix)."""
     try:
-        scorer = Scorer.from_state(spec, saved)
+        scorer = Scorer.from_state(spec, saved, local)
         scorer.load_state_dict(saved)
     except (UserError, RuntimeError) as exc:
         raise UserError(

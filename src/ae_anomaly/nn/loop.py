@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ae_anomaly.nn.callbacks import Callback, EpochRecord, Fit, TrainState
-from ae_anomaly.params import TrainingParams, resolved_epochs
+from ae_anomaly.params import AUTO_MIN_STEPS, TrainingParams, resolved_epochs
 
 # (model output, target) -> the mean loss of a batch, a scalar tensor.
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -36,13 +36,19 @@ Restore = Callable[[torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Te
 @dataclass(frozen=True)
 class Task:
     """What the model learns: the loss, and optionally how a batch is changed first and
-    the target of each image (None: an autoencoder's target is its own input)."""
+    the target of each image (None: an autoencoder's target is its own input).
+
+    ``repeats``: how often each image is drawn per epoch (patch mode: once per tile it is
+    scored by, since each draw is another random crop); ``min_steps``: the optimisation
+    steps an unset number of epochs makes at least (params.resolved_epochs)."""
 
     loss: LossFn
     augment: Augment | None = None
     restore: Restore | None = None
     train_targets: torch.Tensor | None = None
     val_targets: torch.Tensor | None = None
+    repeats: int = 1
+    min_steps: int = AUTO_MIN_STEPS
 
     def __post_init__(self) -> None:
         if (self.train_targets is None) != (self.val_targets is None):
@@ -72,7 +78,8 @@ def train(
     number of images (params.resolved_epochs).
     """
     # The resolved count is also what the cosine schedule spans.
-    params = dataclasses.replace(params, epochs=resolved_epochs(params, len(train_images)))
+    epochs = resolved_epochs(params, len(train_images) * task.repeats, task.min_steps)
+    params = dataclasses.replace(params, epochs=epochs)
     optimizer = torch.optim.Adam(
         model.parameters(), lr=params.learning_rate, weight_decay=params.weight_decay
     )
@@ -124,11 +131,13 @@ def _train_epoch(
     # A generator per epoch, seeded from (seed, epoch): a resumed run shuffles
     # exactly as an uninterrupted one without saving any RNG state.
     generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    order = torch.randperm(len(images), generator=generator).to(images.device)
-    n_batches = math.ceil(len(images) / params.batch_size)
+    draws = len(images) * task.repeats
+    # Each image ``repeats`` times, in random order (once each, as before, for 1).
+    order = (torch.randperm(draws, generator=generator) % len(images)).to(images.device)
+    n_batches = math.ceil(draws / params.batch_size)
     _call(callbacks, "on_epoch_start", fit, epoch, n_batches)
     total, count = 0.0, 0
-    for step, start in enumerate(range(0, len(images), params.batch_size)):
+    for step, start in enumerate(range(0, draws, params.batch_size)):
         if params.schedule == "cosine":
             _set_cosine_rate(optimizer, params, (epoch - 1) * n_batches + step, n_batches)
         index = order[start : start + params.batch_size]

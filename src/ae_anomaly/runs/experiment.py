@@ -61,9 +61,10 @@ def run_experiment(
             "has no test/normal/ folder"
         )
     # Build the network once before any folder exists, so an unusable model or
-    # image size fails without leaving anything behind.
+    # image size fails without leaving anything behind. (A texture the detector puts in
+    # patch mode below AUTO_PATCH_SIDE gets a smaller network than this whole-image one.)
     shape = tuple(int(d) for d in data.train.shape[1:])
-    patch = patch_size_for(config.detector.patch, *shape[1:])
+    patch = patch_size_for(config.detector.patch, shape[1], shape[2])
     build_network(
         config.model, shape if patch is None else (shape[0], patch, patch), **config.model_args
     )

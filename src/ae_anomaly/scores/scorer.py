@@ -7,6 +7,9 @@ the mean and standard deviation it has on the clean validation images (after a l
 for the positive, skewed ones: pixel errors, distances), and the z-scores are summed.
 The sum therefore has no unit; 0 is a typical normal image.
 
+A ``local`` scorer scores the tiles of patch mode (nn/patches.py): its terms give their
+``local_score``, for a pixel term the peak of the smoothed error map, not its mean.
+
 Everything fitted (code density, reference codes, the calibration) is held in
 buffers, so it is saved with the weights, moves to the model's device and exports to
 ONNX. A fitted term's buffers are saved under its ``state_key`` ("density.means"),
@@ -37,8 +40,9 @@ class Scorer(nn.Module):
     calibration: torch.Tensor
     _logged: torch.Tensor
 
-    def __init__(self, spec: str, terms: list[Term]) -> None:
+    def __init__(self, spec: str, terms: list[Term], local: bool = False) -> None:
         super().__init__()
+        self.local = local
         if [type(t) for t in terms] != term_classes(spec):
             raise ValueError(f"the terms given are not those of score {spec!r}")
         self.spec = spec
@@ -52,20 +56,22 @@ class Scorer(nn.Module):
         self.register_buffer("_logged", torch.tensor([t.logged for t in terms]), persistent=False)
 
     @classmethod
-    def fitted(cls, spec: str, codes: torch.Tensor | None, seed: int) -> Scorer:
+    def fitted(
+        cls, spec: str, codes: torch.Tensor | None, seed: int, local: bool = False
+    ) -> Scorer:
         """The score ``spec`` with each term fitted on the normal training ``codes``
         (uncalibrated: see ``calibrate``)."""
-        return cls(spec, [term.fitted(codes, seed) for term in term_classes(spec)])
+        return cls(spec, [term.fitted(codes, seed) for term in term_classes(spec)], local)
 
     @classmethod
-    def from_state(cls, spec: str, state: dict[str, torch.Tensor]) -> Scorer:
+    def from_state(cls, spec: str, state: dict[str, torch.Tensor], local: bool = False) -> Scorer:
         """A Scorer shaped to receive ``state`` (a saved scorer's tensors, keys without prefix)."""
         terms = []
         for term in term_classes(spec):
             prefix = f"{term.state_key}."
             own = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
             terms.append(term.from_state(own, spec))
-        return cls(spec, terms)
+        return cls(spec, terms, local)
 
     @property
     def needs_code(self) -> bool:
@@ -74,8 +80,12 @@ class Scorer(nn.Module):
     def term_values(
         self, images: torch.Tensor, reconstructions: torch.Tensor, codes: torch.Tensor | None
     ) -> torch.Tensor:
-        """(N, T): each term's raw value per image."""
-        return torch.stack([t.score(images, reconstructions, codes) for t in self.terms], dim=1)
+        """(N, T): each term's raw value per image (per tile, for a local scorer)."""
+        values = [
+            (t.local_score if self.local else t.score)(images, reconstructions, codes)
+            for t in self.terms
+        ]
+        return torch.stack(values, dim=1)
 
     def combine(self, values: torch.Tensor) -> torch.Tensor:
         """(N, T) raw term values -> (N,) scores."""

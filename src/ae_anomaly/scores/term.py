@@ -48,6 +48,13 @@ class Term(nn.Module):
         """(N,) one value per image; higher is more anomalous."""
         raise NotImplementedError
 
+    def local_score(
+        self, images: torch.Tensor, reconstructions: torch.Tensor, codes: torch.Tensor | None
+    ) -> torch.Tensor:
+        """(N,) the value of each tile in patch mode, where what counts is the most anomalous
+        spot rather than the average; the term's ``score`` unless it has a map."""
+        return self.score(images, reconstructions, codes)
+
     def code_width(self) -> int | None:
         """The code width the term was fitted for; None for a term that needs no code."""
         return None
