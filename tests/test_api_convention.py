@@ -19,7 +19,18 @@ from ae_anomaly.data.sources import Dataset
 from ae_anomaly.errors import UserError
 
 FIXTURES = Path(__file__).parent / "fixtures"
-QUICK = {"epochs": 2, "batch_size": 8, "learning_rate": 3e-3, "device": "cpu"}
+# A few dozen steps: enough for the classic detector (a wide code, the squared error) to
+# tell noisy digits from clean ones, which is all the convention tests need. The default
+# (conv-dense, ssim+latent) is made for other anomalies: on these 300 digits it separates
+# the noisy ones at 0.87 even with its full budget, the squared error at 0.997.
+QUICK = {
+    "model": "conv-bn",
+    "score": "mse",
+    "epochs": 2,
+    "batch_size": 8,
+    "learning_rate": 3e-3,
+    "device": "cpu",
+}
 
 
 def noisy_mix(mnist: Dataset, n_clean: int, n_noisy: int) -> tuple[np.ndarray, np.ndarray]:

@@ -33,7 +33,10 @@ def test_defaults_validate() -> None:
     config = validate_config({})
     assert isinstance(config, RunConfig)
     assert config.seed == 0
-    assert config.model == "conv-bn"
+    assert config.model == "conv-dense"
+    assert config.model_args == {}  # conv-dense's own default: a 32-unit code
+    assert config.detector.score == "auto"  # ssim+latent, mse for patches (auto_score)
+    assert config.detector.patch == "auto"
     assert config.training.epochs is None  # adapts to the image count (resolved_epochs)
     assert config.training.batch_size == 128
     assert config.data.val_fraction == 0.1
@@ -182,12 +185,14 @@ def test_one_class_recipe() -> None:
 
 def test_naming_a_model_drops_the_recipe() -> None:
     config = build_config({}, {"model": "conv-bn"})
-    assert (config.detector.score, config.training.epochs) == ("mse", None)
+    assert (config.detector.score, config.training.epochs) == ("auto", None)
+    assert config.model_args == {}  # not the recipe's code width
 
 
 def test_recipe_only_for_its_scenario_and_when_asked() -> None:
-    assert build_config({}, {"scenario": "guard"}).model == "conv-bn"
-    assert build_config({}, {}, recipe=False).model == "conv-bn"
+    assert build_config({}, {"scenario": "guard"}).model_args == {}
+    assert build_config({}, {}, recipe=False).model_args == {}
+    assert build_config({}, {}).model_args == {"code": 16}  # the main job's recipe
 
 
 @pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "cuda:1", "mps"])

@@ -32,12 +32,15 @@ from tests.helpers import rewrite_weights
 
 FIT_SIZE = 2000
 SMALL = {"channels": [4, 8]}  # a narrow network for tests where quality does not matter
+# The mechanics below are tested on the classic detector, whose score is the mean
+# squared error, so that scores are errors (>= 0) and error maps average to them.
+CLASSIC = {"model": "conv-bn", "score": "mse"}
 
 
 @pytest.fixture(scope="module")
 def fitted(mnist: Dataset) -> AutoencoderDetector:
     """Two epochs on 2000 digits: good enough to tell noisy digits from clean ones."""
-    detector = AutoencoderDetector(epochs=2, batch_size=64, device="cpu", seed=0)
+    detector = AutoencoderDetector(**CLASSIC, epochs=2, batch_size=64, device="cpu", seed=0)
     return detector.fit(mnist.train_images[:FIT_SIZE])
 
 
@@ -54,6 +57,7 @@ def probe(mnist: Dataset) -> np.ndarray:
 
 def small_detector(**params: Any) -> AutoencoderDetector:
     defaults: dict[str, Any] = {
+        **CLASSIC,
         "model_args": SMALL,
         "epochs": 1,
         "batch_size": 32,
@@ -573,12 +577,12 @@ def test_missing_folder_or_files_are_user_errors(saved: Path, tmp_path: Path) ->
 
 
 def test_get_params_lists_every_init_argument() -> None:
-    detector = AutoencoderDetector(epochs=3, threshold="fixed:0.1", model_args={"channels": [8]})
+    detector = AutoencoderDetector(epochs=3, threshold="fixed:0.1", model_args={"code": 8})
     params = detector.get_params()
     assert params == {
-        "model": "conv-bn",
-        "model_args": {"channels": [8]},
-        "score": "mse",
+        "model": "conv-dense",
+        "model_args": {"code": 8},
+        "score": "auto",
         "threshold": "fixed:0.1",
         "members": 1,
         "patch": "auto",

@@ -87,7 +87,9 @@ def test_default_output_is_in_the_detector_folder(saved: Path, tmp_path: Path) -
 def test_dense_model_with_mse_exports_with_a_dynamic_batch(
     fashion: Dataset, tmp_path: Path
 ) -> None:
-    detector = AutoencoderDetector(model="fc-small", epochs=1, batch_size=32, device="cpu")
+    detector = AutoencoderDetector(
+        model="fc-small", score="mse", epochs=1, batch_size=32, device="cpu"
+    )
     detector.fit(fashion.train_images[:100])
     path = export_onnx(detector, tmp_path / "fc.onnx")
     images = fashion.test_images[:50]

@@ -12,12 +12,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from sklearn.datasets import load_sample_image
 
 from ae_anomaly import AutoencoderDetector
 from ae_anomaly.data.sources import Dataset
 from ae_anomaly.detector.files import META_FILE
 from ae_anomaly.errors import UserError
-from ae_anomaly.nn.patches import PatchGrid, patch_size_for, random_crops
+from ae_anomaly.nn.patches import PatchGrid, is_texture, patch_size_for, random_crops
 from ae_anomaly.params import AUTO_PATCH, AUTO_PATCH_SIDE
 
 SHAPES = [(32, 64, 64), (32, 70, 45), (8, 8, 8), (16, 17, 100), (32, 256, 256)]
@@ -88,9 +89,23 @@ def test_the_patch_size_rule() -> None:
     assert patch_size_for("off", 512, 512) is None
     assert patch_size_for("auto", AUTO_PATCH_SIDE - 1, 1000) is None
     assert patch_size_for("auto", AUTO_PATCH_SIDE, AUTO_PATCH_SIDE) == AUTO_PATCH
+    assert patch_size_for("auto", 2 * AUTO_PATCH, 100, texture=True) == AUTO_PATCH
+    assert patch_size_for("auto", 40, 100, texture=True) == 20  # half the side
+    assert patch_size_for("auto", 25, 30, texture=True) == 12  # even
+    assert patch_size_for("auto", 15, 100, texture=True) is None  # too small for two patches
+    assert patch_size_for("auto", 100, 100, texture=False) is None
     assert patch_size_for(16, 16, 40) == 16
     with pytest.raises(UserError, match="larger than the images"):
         patch_size_for(32, 28, 28)
+
+
+def test_crops_of_a_photo_are_a_texture_and_digits_are_not(mnist: Dataset) -> None:
+    photo = torch.from_numpy(load_sample_image("flower.jpg")).permute(2, 0, 1).float() / 255
+    rng = np.random.default_rng(0)
+    places = rng.integers(0, [photo.shape[1] - 64, photo.shape[2] - 64], size=(200, 2))
+    crops = torch.stack([photo[:, y : y + 64, x : x + 64] for y, x in places])
+    assert is_texture(crops)
+    assert not is_texture(torch.from_numpy(mnist.train_images[:200, None] / 255.0))
 
 
 @pytest.mark.parametrize("patch", [6, 17, "big", 2.5, True])

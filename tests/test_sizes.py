@@ -60,7 +60,7 @@ def test_a_coded_network_keeps_its_code() -> None:
     assert isinstance(network, CodedSizeAdapter) and has_code(network)
     x = torch.rand(3, 1, 25, 25)
     code = network.encode(x)
-    assert code.shape == (3, 16)
+    assert code.shape == (3, 32)
     assert torch.allclose(network.decode(code), network(x))
     assert not has_code(build_network("conv-bn", (1, 25, 25)))
 

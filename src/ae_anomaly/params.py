@@ -25,6 +25,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     Strict,
@@ -35,7 +36,7 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 
 from ae_anomaly.errors import UserError
-from ae_anomaly.scores.names import SCORE_FORMS, parse_score
+from ae_anomaly.scores.names import AUTO_SCORE, SCORE_FORMS, check_score
 from ae_anomaly.scores.thresholds import parse_threshold
 
 # Unknown keys are errors: a typo must not silently fall back to a default.
@@ -115,18 +116,21 @@ AutoEpochs = Annotated[
     ),
 ]
 # Patch mode (nn/patches.py): "auto" uses patches of AUTO_PATCH pixels for images whose
-# shorter side is at least AUTO_PATCH_SIDE, and for textures at least twice the patch.
+# shorter side is at least AUTO_PATCH_SIDE, and for textures of 2 * MIN_PATCH pixels or
+# more a side patches of half the side, AUTO_PATCH at most.
 MIN_PATCH = 8
 AUTO_PATCH = 32
 AUTO_PATCH_SIDE = 128
 Patch = Annotated[
     Literal["auto", "off"] | StrictInt,
+    # YAML (a config file, a flag) reads a bare off as false.
+    BeforeValidator(lambda value: "off" if value is False else value),
     AfterValidator(_patch),
     Field(
         description=f"patch mode: a network for N x N patches, run over tiles overlapping by "
         f"half; the image's score is its worst tile's. N, off, or auto ({AUTO_PATCH} for "
-        f"images of {AUTO_PATCH_SIDE} pixels or more a side, and for textures of "
-        f"{2 * AUTO_PATCH} or more; else off)"
+        f"images of {AUTO_PATCH_SIDE} pixels or more a side; for textures of {2 * MIN_PATCH} "
+        f"or more, half the side up to {AUTO_PATCH}; else off)"
     ),
 ]
 BatchSize = Annotated[int, Strict(), Field(ge=1, description="images per optimisation step")]
@@ -208,7 +212,7 @@ class ModelParams:
     __pydantic_config__ = SECTION_CONFIG
 
     model: Annotated[str, Field(description="architecture name (see models in the README)")] = (
-        "conv-bn"
+        "conv-dense"
     )
     model_args: Annotated[
         dict[str, Any] | None,
@@ -224,9 +228,9 @@ class ScoreParams:
 
     score: Annotated[
         str,
-        _parsable(parse_score),
+        _parsable(check_score),
         Field(description=f"per-image score: {SCORE_FORMS} (see README, Scores)"),
-    ] = "mse"
+    ] = AUTO_SCORE
     threshold: Annotated[
         str,
         _parsable(parse_threshold),

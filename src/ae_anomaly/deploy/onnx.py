@@ -116,7 +116,7 @@ def onnx_bytes(detector: AutoencoderDetector) -> bytes:
     metadata = {
         "ae_anomaly_version": __version__,
         "model": detector.model,
-        "score": detector.score,
+        "score": detector.score_,
         "members": str(detector.members),
         "threshold": repr(float(detector.threshold_)),
         "threshold_rule": detector.threshold,

@@ -62,6 +62,7 @@ from ae_anomaly.params import (
     checked,
     minimum_epochs,
 )
+from ae_anomaly.scores.names import AUTO_SCORE, auto_score
 from ae_anomaly.scores.pixel import error_map
 from ae_anomaly.scores.scorer import Scorer
 from ae_anomaly.scores.term import require_code, term_classes, uses_code
@@ -78,12 +79,14 @@ class AutoencoderDetector(ModelParams, ScoreParams, AutoencoderTraining, ImageEs
     ModelParams, ScoreParams, AutoencoderTraining and FitParams.
 
     Fitted attributes: ``model_`` (the trained network, an nn.ensemble.Ensemble of
-    them for ``members`` > 1), ``scorer_`` (the score with whatever it fitted:
-    code density, reference codes, calibration; one per member), ``input_shape_``
-    (C, H, W), ``device_``, ``history_`` and ``best_epoch_`` (per-epoch losses
-    of the first member), ``member_training_`` (every member's history and best
-    epoch), ``validation_scores_`` (scores of the held-out normal images) and
-    ``threshold_`` (fitted from them).
+    them for ``members`` > 1), ``score_`` (the score fitted: ``score`` with ``auto``
+    made concrete), ``patch_size_`` (None for whole images; nn/patches.py),
+    ``scorer_`` (the score with whatever it fitted: code density, reference codes,
+    calibration; one per member), ``input_shape_`` (C, H, W), ``device_``,
+    ``history_`` and ``best_epoch_`` (per-epoch losses of the first member),
+    ``member_training_`` (every member's history and best epoch),
+    ``validation_scores_`` (scores of the held-out normal images) and ``threshold_``
+    (fitted from them).
     """
 
     # -- fitting ---------------------------------------------------------------
@@ -122,12 +125,13 @@ class AutoencoderDetector(ModelParams, ScoreParams, AutoencoderTraining, ImageEs
                 f"validation images have shape {tuple(val.shape[1:])}, "
                 f"training images {tuple(images.shape[1:])}"
             )
-        self._check_enough(len(images), len(val))
-        self.device_ = select_device(self.device)
         self.input_shape_ = tuple(int(d) for d in images.shape[1:])
         texture = self.patch == "auto" and is_texture(images)
         _, height, width = self.input_shape_
         self.patch_size_ = patch_size_for(self.patch, height, width, texture)
+        self.score_ = self._resolved_score()
+        self._check_enough(len(images), len(val))
+        self.device_ = select_device(self.device)
         task = self._patch_task(self.training_task(training))
         images, val = images.to(self.device_), val.to(self.device_)
         check = UndertrainedCheck()
@@ -161,16 +165,16 @@ class AutoencoderDetector(ModelParams, ScoreParams, AutoencoderTraining, ImageEs
 
     def _check_enough(self, n_train: int, n_val: int) -> None:
         """Refuse, before any training, what the score would refuse after it."""
-        terms = term_classes(self.score)
+        terms = term_classes(self.score_)
         if len(terms) > 1 and n_val < 2:
             raise UserError(
-                f"score {self.score!r} combines terms on the scale of the validation images, "
+                f"score {self.score_!r} combines terms on the scale of the validation images, "
                 f"which needs at least two of them, not {n_val}: raise val_fraction or give "
                 "more images"
             )
         if any(term.needs_code for term in terms) and n_train < 2:
             raise UserError(
-                f"score {self.score!r} fits the codes of at least two training images, "
+                f"score {self.score_!r} fits the codes of at least two training images, "
                 f"not {n_train}"
             )
 
@@ -189,6 +193,14 @@ class AutoencoderDetector(ModelParams, ScoreParams, AutoencoderTraining, ImageEs
             loss=reconstruction_loss(training.loss),
             restore=restoration(training.restore, training.restore_angle, training.restore_share),
         )
+
+    def _resolved_score(self) -> str:
+        """The score the detector fits: ``score``, with ``auto`` made concrete (auto_score)."""
+        if self.score != AUTO_SCORE:
+            return self.score
+        with torch.device("meta"):  # only to see whether the model has a code: no memory
+            network = build_network(self.model, self.network_shape(), **(self.model_args or {}))
+        return auto_score(patches=self.patch_size_ is not None, has_code=has_code(network))
 
     def _patch_task(self, task: Task) -> Task:
         """``task`` on a random crop of each training image, in patch mode."""
@@ -245,7 +257,7 @@ class AutoencoderDetector(ModelParams, ScoreParams, AutoencoderTraining, ImageEs
         seed = member_seed(self.seed, member)
         with seeded(seed):  # the seed fixes the initial weights
             built = build_network(self.model, self.network_shape(), **(self.model_args or {}))
-        require_code(self.score, has_code(built), self.model)
+        require_code(self.score_, has_code(built), self.model)
         network = placed(built, self.device_)
         state = train(
             network,
@@ -271,13 +283,13 @@ class AutoencoderDetector(ModelParams, ScoreParams, AutoencoderTraining, ImageEs
         that nothing was fitted on but the calibration's two numbers per term.
         """
         codes = None
-        if uses_code(self.score):
+        if uses_code(self.score_):
             codes = torch.cat(
                 [c for _, [(_, c)] in self._batches(images, [network]) if c is not None]
             )
         seed = member_seed(self.seed, member)
         local = self._grid() is not None
-        scorer = Scorer.fitted(self.score, codes, seed, local).to(self.device_)
+        scorer = Scorer.fitted(self.score_, codes, seed, local).to(self.device_)
         values = torch.cat(
             [scorer.term_values(x, *outputs[0]) for x, outputs in self._batches(val, [network])]
         )
@@ -309,7 +321,11 @@ class AutoencoderDetector(ModelParams, ScoreParams, AutoencoderTraining, ImageEs
                 f"{self.restore} training (+-{self.restore_angle:g} degrees, share "
                 f"{self.restore_share:g}): relies on knowing that rotation is an anomaly"
             )
-        return {"model": self.model, "score": self.score, "assumes": assumes}
+        return {
+            "model": self.model,
+            "score": getattr(self, "score_", self.score),
+            "assumes": assumes,
+        }
 
     # -- scoring ---------------------------------------------------------------
 
@@ -339,6 +355,7 @@ class AutoencoderDetector(ModelParams, ScoreParams, AutoencoderTraining, ImageEs
 
         An ensemble's reconstruction is the mean of its members'.
         """
+        self._fitted_model()
         recons, maps = [], []
         kind, grid = self.error_map_kind(), self._grid()
         for x, outputs in self._batches(X):
@@ -353,7 +370,7 @@ class AutoencoderDetector(ModelParams, ScoreParams, AutoencoderTraining, ImageEs
     def error_map_kind(self) -> str:
         """The pixel score whose map ``reconstruct`` shows: the score's first term with a
         map (mse for a score of the code alone, which has no map of its own)."""
-        mapped = [term.name for term in term_classes(self.score) if term.has_map]
+        mapped = [term.name for term in term_classes(self.score_) if term.has_map]
         return mapped[0] if mapped else "mse"
 
     def _batches(
@@ -370,7 +387,7 @@ class AutoencoderDetector(ModelParams, ScoreParams, AutoencoderTraining, ImageEs
                 f"the detector was fitted on images of shape {self.input_shape_}, "
                 f"got {tuple(images.shape[1:])}"
             )
-        runner = MemberOutputs(networks, with_code=uses_code(self.score))
+        runner = MemberOutputs(networks, with_code=uses_code(self.score_))
         grid = self._grid()
         if grid is None:
             yield from batched_outputs(runner, images, self.device_, SCORE_BATCH)

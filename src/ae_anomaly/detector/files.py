@@ -35,6 +35,7 @@ from ae_anomaly.nn.ensemble import combined
 from ae_anomaly.nn.models import WithCode
 from ae_anomaly.nn.sizes import build_network
 from ae_anomaly.params import MIN_PATCH
+from ae_anomaly.scores.names import AUTO_SCORE, parse_score
 from ae_anomaly.scores.scorer import Scorer
 
 if TYPE_CHECKING:
@@ -73,7 +74,7 @@ def _metadata(detector: AutoencoderDetector) -> dict[str, Any]:
         "input_shape": list(detector.input_shape_),
         "patch_size": detector.patch_size_,
         "normalisation": {"uint8_scale": UINT8_SCALE, "pixel_range": [0.0, 1.0]},
-        "score": detector.score,
+        "score": detector.score_,
         "threshold": {"rule": detector.threshold, "value": detector.threshold_},
         "training": {
             "history": detector.history_,
@@ -89,13 +90,15 @@ def load_detector(cls: type[AutoencoderDetector], folder: Path, device: str) -> 
     meta = read_metadata(meta_path, FORMAT_NAME, READABLE_VERSIONS, "detector")
     try:
         fields = _checked_fields(meta)
-        detector = cls(**{**fields.params, "device": device})
+        params = _with_former_defaults(fields.params, meta["format_version"])
+        detector = cls(**{**params, "device": device})
         detector.validate_params()  # the same rules as fit()
     except (KeyError, TypeError, ValueError, UserError) as exc:
         reason = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
         raise UserError(f"{meta_path} is missing or has a bad field ({reason})") from None
     detector.input_shape_ = fields.input_shape
     detector.patch_size_ = fields.patch_size
+    detector.score_ = fields.score
     detector.threshold_ = fields.threshold
     detector.history_ = fields.history
     detector.best_epoch_ = fields.best_epoch
@@ -116,7 +119,7 @@ def load_detector(cls: type[AutoencoderDetector], folder: Path, device: str) -> 
     state = read_weights(folder, META_FILE, fields.digest)
     detector.validation_scores_ = _validation_scores(state, weights_path)
     local = detector.patch_size_ is not None
-    scorers = _saved_scorers(detector.score, detector.members, state, weights_path, local)
+    scorers = _saved_scorers(detector.score_, detector.members, state, weights_path, local)
     _check_finite(state, weights_path)  # what is left: the networks' weights
     model, scorer = combined(networks, scorers)
     _check_state_matches(model, state, weights_path, meta_path)
@@ -137,6 +140,7 @@ class _Fields:
     params: dict[str, Any]
     input_shape: tuple[int, int, int]
     patch_size: int | None
+    score: str  # the fitted one: params.score, or what its "auto" stood for
     threshold: float
     history: list[dict[str, Any]]
     best_epoch: int
@@ -158,9 +162,11 @@ def _checked_fields(meta: dict[str, Any]) -> _Fields:
         raise TypeError("params.model must be a model name")
     if params.get("model_args") is not None and not isinstance(params["model_args"], dict):
         raise TypeError("params.model_args must be a mapping")
-    for key in ("model", "score"):
-        if key in meta and meta[key] != params.get(key):
-            raise ValueError(f"{key} {meta[key]!r} differs from params.{key} {params.get(key)!r}")
+    if "model" in meta and meta["model"] != params.get("model"):
+        raise ValueError(
+            f"model {meta['model']!r} differs from params.model {params.get('model')!r}"
+        )
+    score = _checked_score(meta.get("score", params.get("score")), params.get("score"))
     shape = meta["input_shape"]
     if not (
         isinstance(shape, list) and len(shape) == 3 and all(_is_int(d) and d > 0 for d in shape)
@@ -199,11 +205,37 @@ def _checked_fields(meta: dict[str, Any]) -> _Fields:
         params=params,
         input_shape=(shape[0], shape[1], shape[2]),
         patch_size=patch_size,
+        score=score,
         threshold=float(threshold),
         history=first["history"],
         best_epoch=first["best_epoch"],
         member_training=member_training,
     )
+
+
+def _with_former_defaults(params: dict[str, Any], version: int) -> dict[str, Any]:
+    """``params`` with what the package's defaults were when format ``version`` was
+    written, where they have changed since: conv-dense's code had 16 units before
+    format 3, and detectors saved its default by leaving ``code`` out."""
+    if version < 3 and params.get("model") == "conv-dense":
+        model_args = dict(params.get("model_args") or {})
+        model_args.setdefault("code", 16)
+        return {**params, "model_args": model_args}
+    return params
+
+
+def _checked_score(fitted: Any, asked: Any) -> str:
+    """The fitted score of detector.json: a score (not auto), the one params asked for
+    unless they asked for auto; a ValueError otherwise."""
+    if not isinstance(fitted, str) or fitted == AUTO_SCORE:
+        raise ValueError(f"score must name the fitted score, got {fitted!r}")
+    try:
+        parse_score(fitted)
+    except UserError as exc:
+        raise ValueError(str(exc)) from None
+    if asked not in (AUTO_SCORE, fitted):
+        raise ValueError(f"score {fitted!r} differs from params.score {asked!r}")
+    return fitted
 
 
 def _checked_training_record(record: Any, where: str) -> dict[str, Any]:

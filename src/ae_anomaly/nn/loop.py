@@ -134,6 +134,10 @@ def _train_epoch(
     draws = len(images) * task.repeats
     # Each image ``repeats`` times, in random order (once each, as before, for 1).
     order = (torch.randperm(draws, generator=generator) % len(images)).to(images.device)
+    # A last batch of one image is left out: batch-norm over a dense code (conv-dense)
+    # cannot normalise a single value; shuffling puts that image in other batches.
+    if draws > 1 and draws % params.batch_size == 1:
+        draws -= 1
     n_batches = math.ceil(draws / params.batch_size)
     _call(callbacks, "on_epoch_start", fit, epoch, n_batches)
     total, count = 0.0, 0

@@ -62,13 +62,14 @@ MODELS: dict[str, ModelEntry] = {
     ),
     "conv-bn": ModelEntry(
         ConvBNAutoencoder,
-        "conv + ReLU + batch-norm + max-pool encoder, upsample + conv decoder, sigmoid (default)",
+        "conv + ReLU + batch-norm + max-pool encoder, upsample + conv decoder, sigmoid",
     ),
     "conv-keras": ModelEntry(
         ConvKeras, "Keras tutorial: conv32-pool-conv64-pool | conv64-up-conv32-up-conv1, sigmoid"
     ),
     "conv-dense": ModelEntry(
-        ConvDense, "stride-2 convs to 7x7x32, dense 16-unit code, mirrored decoder, sigmoid"
+        ConvDense,
+        "stride-2 convs to 7x7x32, dense 32-unit code, mirrored decoder, sigmoid (default)",
     ),
     "lenet": ModelEntry(
         LeNetAutoencoder, "Deep SVDD LeNet: 8/4-channel 5x5 convs, BN without affine, 32-d code"

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from ae_anomaly.errors import UserError
-from ae_anomaly.params import AUTO_PATCH, AUTO_PATCH_SIDE
+from ae_anomaly.params import AUTO_PATCH, AUTO_PATCH_SIDE, MIN_PATCH
 
 # Tiles overlap by half: each pixel lies in up to 4 tiles, and a defect anywhere is
 # near the middle of one of them.
@@ -127,8 +127,12 @@ def patch_size_for(patch: str | int, height: int, width: int, texture: bool = Fa
         return None
     if patch == "auto":
         side = min(height, width)
-        wanted = side >= AUTO_PATCH_SIDE or (texture and side >= 2 * AUTO_PATCH)
-        return AUTO_PATCH if wanted else None
+        if side >= AUTO_PATCH_SIDE:
+            return AUTO_PATCH
+        # A texture at least two patches a side: the largest even patch of half the side.
+        if texture and side >= 2 * MIN_PATCH:
+            return min(AUTO_PATCH, side // 4 * 2)
+        return None
     assert isinstance(patch, int)
     if patch > min(height, width):
         raise UserError(

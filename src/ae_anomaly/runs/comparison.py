@@ -1,13 +1,16 @@
 """Architecture comparison: several models, the same data, seed and epoch budget.
 
 Each model is trained and scored through the same detector and training loop
-as ``ae-anomaly run``; what differs is only the network. The result is a table
+as ``ae-anomaly run``; what differs is only the network. The score is the same for
+all: the one named, or the mean squared error for ``auto`` (which would give models
+with and without a code different scores). The result is a table
 (markdown and JSON), a figure of each model's reconstructions of a few clean
 and corrupted digits, and AUROC against noise strength per model.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -31,6 +34,7 @@ from ae_anomaly.runs.results import evaluate_test
 from ae_anomaly.scenarios import get_scenario
 from ae_anomaly.scenarios.base import ScenarioData, TestSet
 from ae_anomaly.scenarios.splits import labelled_test
+from ae_anomaly.scores.names import AUTO_SCORE
 from ae_anomaly.scores.term import require_code
 
 DEFAULT_MODELS = ("fc-small", "fc-deep", "conv-strided", "conv-bn", "conv-keras")
@@ -86,6 +90,9 @@ def compare_models(
         )
     folder = RunFolder(out)
     folder.check(overwrite=overwrite, resume=False)
+    if config.detector.score == AUTO_SCORE:
+        mse = dataclasses.replace(config.detector, score="mse")
+        config = config.model_copy(update={"detector": mse})
     data = prepare_data(config)
     shape = tuple(data.train.shape[1:])
     for name in models:  # every model must fit the data before any training starts

@@ -31,6 +31,7 @@ class OneClass(Scenario):
     # and two members (an ensemble, twice the training) another 0.09 on Fashion.
     recipe: ClassVar[dict[str, Any]] = {
         "model": "conv-dense",
+        "model_args": {"code": 16},
         "training": {
             "epochs": 20,
             "schedule": "cosine",

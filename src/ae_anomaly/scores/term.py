@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ae_anomaly.errors import UserError
-from ae_anomaly.scores.names import TERMS, parse_score
+from ae_anomaly.scores.names import AUTO_SCORE, TERMS, parse_score
 
 
 class Term(nn.Module):
@@ -79,8 +79,9 @@ def uses_code(spec: str) -> bool:
 
 
 def require_code(spec: str, has_code: bool, model_name: str) -> None:
-    """A UserError when score ``spec`` needs a code that model ``model_name`` does not have."""
-    if uses_code(spec) and not has_code:
+    """A UserError when score ``spec`` needs a code that model ``model_name`` does not have
+    (``auto`` adapts to the model)."""
+    if spec != AUTO_SCORE and uses_code(spec) and not has_code:
         raise UserError(
             f"score {spec!r} needs a model with a code vector (conv-dense, lenet, fc-small "
             f"or fc-deep); {model_name} has none: use a pixel score such as mse or ssim"
