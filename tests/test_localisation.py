@@ -108,10 +108,12 @@ def test_e2e_a_run_with_masks_reports_where_the_defects_are(textures: Path, tmp_
     metrics = json.loads((out / "metrics.json").read_text())
     found = metrics["localisation"]
     assert set(found["by_kind"]) == {"scratch", "stain"}
-    # Measured with the default budget (125 epochs of 4 steps): pixel AUROC 0.974, AUPRO
-    # 0.935, image AUROC 0.984.
-    assert found["pixel_auroc"] > 0.9
-    assert 0.8 < found["aupro"] <= 1.0
+    # The crops are a texture, so the default detector works on 16 x 16 patches (half
+    # the side) with the squared error. Measured with the default budget (65 epochs of
+    # 31 steps): pixel AUROC 0.997, AUPRO 0.994, image AUROC 0.977.
+    assert metrics["training"]["patch_size"] == 16
+    assert found["pixel_auroc"] > 0.95
+    assert 0.9 < found["aupro"] <= 1.0
     assert metrics["overall"]["auroc"] > 0.9
     assert "Where the defects are" in (out / "report.html").read_text()
     assert (out / "plots" / "localisation.png").is_file()

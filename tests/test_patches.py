@@ -100,7 +100,7 @@ def test_the_patch_size_rule() -> None:
 
 
 def test_crops_of_a_photo_are_a_texture_and_digits_are_not(mnist: Dataset) -> None:
-    photo = torch.from_numpy(load_sample_image("flower.jpg")).permute(2, 0, 1).float() / 255
+    photo = torch.from_numpy(np.array(load_sample_image("flower.jpg"))).permute(2, 0, 1) / 255
     rng = np.random.default_rng(0)
     places = rng.integers(0, [photo.shape[1] - 64, photo.shape[2] - 64], size=(200, 2))
     crops = torch.stack([photo[:, y : y + 64, x : x + 64] for y, x in places])

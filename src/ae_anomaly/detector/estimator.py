@@ -305,6 +305,9 @@ class AutoencoderDetector(ModelParams, ScoreParams, AutoencoderTraining, ImageEs
             "best_epoch": self.best_epoch_,
             "history": self.history_,
             "device": str(self.device_),
+            # What "auto" chose: the score fitted and the patch size (None: whole images).
+            "score": self.score_,
+            "patch_size": self.patch_size_,
             # A loaded detector's training ended before it was saved: nothing to say.
             "warnings": list(getattr(self, "training_warnings_", [])),
         }
@@ -321,9 +324,11 @@ class AutoencoderDetector(ModelParams, ScoreParams, AutoencoderTraining, ImageEs
                 f"{self.restore} training (+-{self.restore_angle:g} degrees, share "
                 f"{self.restore_share:g}): relies on knowing that rotation is an anomaly"
             )
+        size = getattr(self, "patch_size_", None)
         return {
             "model": self.model,
             "score": getattr(self, "score_", self.score),
+            "input": "whole images" if size is None else f"{size} x {size} patches",
             "assumes": assumes,
         }
 

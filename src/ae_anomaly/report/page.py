@@ -204,7 +204,11 @@ def _headline_table(metrics: Metrics) -> str:
     detector = metrics.get("detector")
     described = (
         [
-            ("detector", f"{detector['model']}, score {detector['score']}"),
+            (
+                "detector",
+                f"{detector['model']}, score {detector['score']}, "
+                f"on {detector.get('input', 'whole images')}",
+            ),
             ("assumes", detector["assumes"]),
         ]
         if detector
