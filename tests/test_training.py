@@ -507,3 +507,29 @@ def test_a_detector_with_unset_epochs_trains_at_least_the_minimum_steps(
     assert len(detector.history_) == 167
     explicit = AutoencoderDetector(model_args=SMALL, batch_size=32, epochs=4, device="cpu")
     assert len(explicit.fit(digits[:96]).history_) <= 4  # explicit settings win
+
+
+def test_a_last_batch_of_one_image_is_left_out_so_a_dense_code_trains(
+    digits: torch.Tensor,
+) -> None:
+    """65 images in batches of 64 would end each epoch with one image, which the batch-norm
+    of conv-dense's dense code cannot normalise; that image waits for another epoch."""
+    torch.manual_seed(0)
+    model = build_model("conv-dense", SHAPE)
+    recorder = Recorder(model)
+    run(model, digits[:65], digits[256:], epochs=2, batch_size=64, patience=2, listener=recorder)
+    assert recorder.starts == [(1, 1), (2, 1)]
+
+
+def test_repeats_draw_each_image_that_often_per_epoch(digits: torch.Tensor) -> None:
+    """Patch mode's epochs: each image drawn ``repeats`` times (another crop each time)."""
+    seen: list[int] = []
+
+    def count(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        seen.append(len(batch))
+        return batch
+
+    task = Task(loss=reconstruction_loss("mse"), augment=count, repeats=3)
+    params = TrainingParams(epochs=1, batch_size=32)
+    train(new_model(**SMALL), digits[:40], digits[256:], params, task)
+    assert sum(seen) == 120 and len(seen) == 4

@@ -47,6 +47,33 @@ def fashion_colour(root: Path, rng: np.random.Generator) -> None:
             save(tinted(image, tint, 40), root / "test" / kind, f"{i:04d}.png")
 
 
+FASHION_NAMES = (
+    "t-shirt-top", "trouser", "pullover", "dress", "coat",
+    "sandal", "shirt", "sneaker", "bag", "ankle-boot",
+)  # fmt: skip
+
+
+def fashion_class(label: int) -> Callable[[Path, np.random.Generator], None]:
+    """One Fashion-MNIST class normal, as the one-class benchmark has it (all its training
+    images; the whole test set, the other nine classes anomalies), but tinted orange at
+    40x40, PNG and JPEG mixed: the benchmark's figure for the class, as a folder."""
+
+    def build(root: Path, rng: np.random.Generator) -> None:
+        fashion = load_dataset("fashion-mnist")
+        tint = (1.0, 0.55, 0.3)
+        train = fashion.train_images[fashion.train_labels == label]
+        for i, image in enumerate(train):
+            name = f"{i:04d}.{'png' if i % 2 else 'jpg'}"
+            save(tinted(image, tint, 40), root / "train", name)
+        for i, (image, other) in enumerate(
+            zip(fashion.test_images, fashion.test_labels, strict=True)
+        ):
+            kind = "normal" if other == label else FASHION_NAMES[other]
+            save(tinted(image, tint, 40), root / "test" / kind, f"{i:05d}.png")
+
+    return build
+
+
 def mnist_colour(root: Path, rng: np.random.Generator) -> None:
     """Digit 3 normal in random colours (JPEG), other digits anomalies; 32x32."""
     mnist = load_dataset("mnist")
@@ -175,11 +202,20 @@ SETS: dict[str, Callable[[Path, np.random.Generator], None]] = {
     "odd-sizes": odd_sizes,
     "textures-64": textures,
     "large-256": large,
+    # The benchmark's classes as colour folders (built on demand: 16,000 files each).
+    "fashion-trouser-40": fashion_class(TROUSER),
+    "fashion-sneaker-40": fashion_class(SNEAKER),
+    "fashion-bag-40": fashion_class(BAG),
 }
+# What `build_suite.py SUITE_DIR` builds without names: the development suite.
+SUITE = (
+    "fashion-colour-40", "mnist-colour-32", "tiny-trousers",
+    "odd-sizes", "textures-64", "large-256",
+)  # fmt: skip
 
 
 def build(suite: Path, names: list[str] | None = None) -> None:
-    for name in names or list(SETS):
+    for name in names or SUITE:
         if not (suite / name).exists():
             SETS[name](suite / name, np.random.default_rng(0))
             print("built", suite / name, flush=True)

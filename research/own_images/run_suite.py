@@ -38,7 +38,7 @@ def run_set(folder: Path, out: Path, flags: dict[str, Any]) -> dict[str, Any]:
 
 
 def _pixel(found: dict[str, Any] | None) -> str:
-    """" (pixel AUROC / AUPRO)" of one kind, where there are masks."""
+    """ " (pixel AUROC / AUPRO)" of one kind, where there are masks."""
     if not found:
         return ""
     return f" (pixel {cell(found['pixel_auroc'])} / {cell(found['aupro'])})"
