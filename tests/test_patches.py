@@ -89,7 +89,7 @@ def test_the_patch_size_rule() -> None:
     assert patch_size_for("off", 512, 512) is None
     assert patch_size_for("auto", AUTO_PATCH_SIDE - 1, 1000) is None
     assert patch_size_for("auto", AUTO_PATCH_SIDE, AUTO_PATCH_SIDE) == AUTO_PATCH
-    assert patch_size_for("auto", 2 * AUTO_PATCH, 100, texture=True) == AUTO_PATCH
+    assert patch_size_for("auto", 64, 100, texture=True) == 32  # half the side
     assert patch_size_for("auto", 40, 100, texture=True) == 20  # half the side
     assert patch_size_for("auto", 25, 30, texture=True) == 12  # even
     assert patch_size_for("auto", 15, 100, texture=True) is None  # too small for two patches

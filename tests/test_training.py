@@ -29,7 +29,7 @@ from ae_anomaly.nn.callbacks import (
 from ae_anomaly.nn.checkpoint import CHECKPOINT_NAME, Checkpoint
 from ae_anomaly.nn.loop import Task, reconstruction_loss, train
 from ae_anomaly.nn.models import build_model
-from ae_anomaly.params import TrainingParams
+from ae_anomaly.params import AUTO_MIN_STEPS, TrainingParams
 
 SHAPE = (1, 28, 28)
 SMALL = {"channels": [4, 8]}  # a narrow network where the size of the network does not matter
@@ -498,13 +498,15 @@ def test_early_stopping_waits_for_its_minimum_epochs() -> None:
 def test_a_detector_with_unset_epochs_trains_at_least_the_minimum_steps(
     digits: torch.Tensor,
 ) -> None:
-    """96 images in batches of 32: 3 steps an epoch, so 167 epochs make the 500 steps, and
-    early stopping (patience 2 epochs of 3 steps) may not end the fit before them."""
+    """96 images (86 after the held-out ones) in batches of 32: 3 steps an epoch, so 334
+    epochs make the 1,000 steps, and early stopping (patience 2 epochs of 3 steps) may not
+    end the fit before them."""
     from ae_anomaly import AutoencoderDetector
 
     detector = AutoencoderDetector(model_args=SMALL, batch_size=32, device="cpu")
     detector.fit(digits[:96])
-    assert len(detector.history_) == 167
+    assert AUTO_MIN_STEPS == 1000
+    assert len(detector.history_) == 334
     explicit = AutoencoderDetector(model_args=SMALL, batch_size=32, epochs=4, device="cpu")
     assert len(explicit.fit(digits[:96]).history_) <= 4  # explicit settings win
 
