@@ -21,7 +21,6 @@ detector is a folder with ``weights.safetensors`` and ``detector.json``
 
 from __future__ import annotations
 
-import dataclasses
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -50,11 +49,10 @@ from ae_anomaly.nn.ensemble import (
 from ae_anomaly.nn.inference import batched_outputs
 from ae_anomaly.nn.loop import Task, reconstruction_loss, train
 from ae_anomaly.nn.models import has_code
-from ae_anomaly.nn.patches import PatchGrid, is_texture, patch_size_for, random_crops
+from ae_anomaly.nn.patches import PatchGrid, is_texture, patch_size_for, patch_task
 from ae_anomaly.nn.restoration import restoration
 from ae_anomaly.nn.sizes import build_network
 from ae_anomaly.params import (
-    AUTO_MIN_PATCH_STEPS,
     AutoencoderTraining,
     FitParams,
     ModelParams,
@@ -132,7 +130,9 @@ class AutoencoderDetector(ModelParams, ScoreParams, AutoencoderTraining, ImageEs
         self.score_ = self._resolved_score()
         self._check_enough(len(images), len(val))
         self.device_ = select_device(self.device)
-        task = self._patch_task(self.training_task(training))
+        task = self.training_task(training)
+        if (grid := self._grid()) is not None:
+            task = patch_task(task, grid)
         images, val = images.to(self.device_), val.to(self.device_)
         check = UndertrainedCheck()
         draws = len(images) * task.repeats
@@ -141,7 +141,7 @@ class AutoencoderDetector(ModelParams, ScoreParams, AutoencoderTraining, ImageEs
         if checkpoint_dir is not None:
             standard.append(Checkpoint(checkpoint_dir, resume=resume))
         # In patch mode the validation loss is that of the tiles the images are scored by.
-        val_inputs = val if (grid := self._grid()) is None else grid.tiles(val)
+        val_inputs = val if grid is None else grid.tiles(val)
         trained = [
             self._train_member(member, images, val_inputs, training, task, [*standard, *callbacks])
             for member in range(self.members)
@@ -201,29 +201,6 @@ class AutoencoderDetector(ModelParams, ScoreParams, AutoencoderTraining, ImageEs
         with torch.device("meta"):  # only to see whether the model has a code: no memory
             network = build_network(self.model, self.network_shape(), **(self.model_args or {}))
         return auto_score(patches=self.patch_size_ is not None, has_code=has_code(network))
-
-    def _patch_task(self, task: Task) -> Task:
-        """``task`` on a random crop of each training image, in patch mode."""
-        size = self.patch_size_
-        if size is None:
-            return task
-        if task.restore is not None:
-            raise UserError(
-                "restore changes whole images (it turns them upright); it cannot train on "
-                "patches: set patch to off"
-            )
-        augment = task.augment
-
-        def cropped(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-            if augment is not None:
-                batch = augment(batch, generator)
-            return random_crops(batch, size, generator)
-
-        grid = self._grid()
-        assert grid is not None
-        return dataclasses.replace(
-            task, augment=cropped, repeats=grid.tiles_per_image, min_steps=AUTO_MIN_PATCH_STEPS
-        )
 
     def _grid(self) -> PatchGrid | None:
         """The tiles an image is scored by in patch mode; None for whole images."""

@@ -15,11 +15,14 @@ made, so an ONNX export of a patch detector is one graph as well.
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 import torch.nn.functional as F
 
 from ae_anomaly.errors import UserError
-from ae_anomaly.params import AUTO_PATCH, AUTO_PATCH_SIDE, MIN_PATCH
+from ae_anomaly.nn.loop import Task
+from ae_anomaly.params import AUTO_MIN_PATCH_STEPS, AUTO_PATCH, AUTO_PATCH_SIDE, MIN_PATCH
 
 # Tiles overlap by half: each pixel lies in up to 4 tiles, and a defect anywhere is
 # near the middle of one of them.
@@ -118,6 +121,27 @@ def random_crops(images: torch.Tensor, size: int, generator: torch.Generator) ->
     index = torch.arange(n, device=images.device)[:, None, None, None]
     channel = torch.arange(c, device=images.device)[None, :, None, None]
     return images[index, channel, rows[:, None, :, None], cols[:, None, None, :]]
+
+
+def patch_task(task: Task, grid: PatchGrid) -> Task:
+    """``task`` on a random crop of each training image (after its own augmentation),
+    each image drawn once per tile of ``grid`` per epoch, for AUTO_MIN_PATCH_STEPS at
+    least when the epochs are unset."""
+    if task.restore is not None:
+        raise UserError(
+            "restore changes whole images (it turns them upright); it cannot train on "
+            "patches: set patch to off"
+        )
+    augment, size = task.augment, grid.size
+
+    def cropped(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        if augment is not None:
+            batch = augment(batch, generator)
+        return random_crops(batch, size, generator)
+
+    return dataclasses.replace(
+        task, augment=cropped, repeats=grid.tiles_per_image, min_steps=AUTO_MIN_PATCH_STEPS
+    )
 
 
 def patch_size_for(patch: str | int, height: int, width: int, texture: bool = False) -> int | None:
