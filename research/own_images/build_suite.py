@@ -35,16 +35,16 @@ def tinted(grey: np.ndarray, tint: tuple[float, float, float], size: int) -> Ima
     return Image.fromarray(rgb).resize((size, size), Image.Resampling.BICUBIC)
 
 
-def fashion_colour(root: Path, rng: np.random.Generator) -> None:
-    """Sneakers normal, bags and shirts anomalies: colour 40x40, PNG and JPEG mixed."""
+def fashion_colour(root: Path, rng: np.random.Generator, side: int = 40) -> None:
+    """Sneakers normal, bags and shirts anomalies: colour, 40x40, PNG and JPEG mixed."""
     fashion = load_dataset("fashion-mnist")
     tint = (1.0, 0.55, 0.3)
     train = fashion.train_images[fashion.train_labels == SNEAKER][:1500]
     for i, image in enumerate(train):
-        save(tinted(image, tint, 40), root / "train", f"{i:04d}.{'png' if i % 2 else 'jpg'}")
+        save(tinted(image, tint, side), root / "train", f"{i:04d}.{'png' if i % 2 else 'jpg'}")
     for kind, label, count in (("normal", SNEAKER, 200), ("bag", BAG, 100), ("shirt", SHIRT, 100)):
         for i, image in enumerate(fashion.test_images[fashion.test_labels == label][:count]):
-            save(tinted(image, tint, 40), root / "test" / kind, f"{i:04d}.png")
+            save(tinted(image, tint, side), root / "test" / kind, f"{i:04d}.png")
 
 
 FASHION_NAMES = (
@@ -202,6 +202,8 @@ SETS: dict[str, Callable[[Path, np.random.Generator], None]] = {
     "odd-sizes": odd_sizes,
     "textures-64": textures,
     "large-256": large,
+    # The same at 64x64: the time a default run takes on 1,500 colour images of that size.
+    "fashion-colour-64": lambda root, rng: fashion_colour(root, rng, side=64),
     # The benchmark's classes as colour folders (built on demand: 16,000 files each).
     "fashion-trouser-40": fashion_class(TROUSER),
     "fashion-sneaker-40": fashion_class(SNEAKER),
