@@ -390,9 +390,9 @@ def test_every_training_parameter_is_a_key_a_flag_and_an_estimator_argument() ->
     ("epochs", "n_train", "batch_size", "expected"),
     [
         (None, 54_000, 128, 6),  # large sets: at least 6 epochs (422 steps each)
-        (None, 720, 128, 84),  # 6 steps an epoch: 84 epochs make 504 steps
-        (None, 63, 128, 500),  # one step an epoch
-        (None, 720, 32, 22),
+        (None, 720, 128, 167),  # 6 steps an epoch: 167 epochs make 1,002 steps
+        (None, 63, 128, 1000),  # one step an epoch
+        (None, 720, 32, 44),
         (3, 63, 128, 3),  # explicit settings win
     ],
 )
@@ -403,3 +403,10 @@ def test_unset_epochs_adapt_to_the_image_count(
 
     params = TrainingParams(epochs=epochs, batch_size=batch_size)
     assert resolved_epochs(params, n_train) == expected
+
+
+def test_patch_mode_makes_at_least_its_own_steps() -> None:
+    from ae_anomaly.params import AUTO_MIN_PATCH_STEPS, TrainingParams, resolved_epochs
+
+    # 540 images with 9 tiles each: 4,860 crops, 38 steps an epoch.
+    assert resolved_epochs(TrainingParams(), 540 * 9, AUTO_MIN_PATCH_STEPS) == 53
