@@ -409,4 +409,4 @@ def test_patch_mode_makes_at_least_its_own_steps() -> None:
     from ae_anomaly.params import AUTO_MIN_PATCH_STEPS, TrainingParams, resolved_epochs
 
     # 540 images with 9 tiles each: 4,860 crops, 38 steps an epoch.
-    assert resolved_epochs(TrainingParams(), 540 * 9, AUTO_MIN_PATCH_STEPS) == 53
+    assert resolved_epochs(TrainingParams(), 540 * 9, AUTO_MIN_PATCH_STEPS) == 106

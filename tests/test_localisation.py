@@ -109,8 +109,8 @@ def test_e2e_a_run_with_masks_reports_where_the_defects_are(textures: Path, tmp_
     found = metrics["localisation"]
     assert set(found["by_kind"]) == {"scratch", "stain"}
     # The crops are a texture, so the default detector works on 16 x 16 patches (half
-    # the side) with the squared error. Measured with the default budget (65 epochs of
-    # 31 steps): pixel AUROC 0.997, AUPRO 0.994, image AUROC 0.977.
+    # the side) with the squared error. Measured with the default budget (130 epochs of
+    # 31 steps): pixel AUROC 0.997, AUPRO 0.993, image AUROC 0.953.
     assert metrics["training"]["patch_size"] == 16
     assert found["pixel_auroc"] > 0.95
     assert 0.9 < found["aupro"] <= 1.0
