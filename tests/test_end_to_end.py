@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import yaml
 from safetensors import safe_open
 
 from ae_anomaly import __version__
@@ -290,6 +291,27 @@ def test_e2e_same_command_twice_gives_identical_scores(
     assert outcome.returncode == 0, outcome.stderr[-3000:]
     assert (c / "config.yaml").read_bytes() == (a / "config.yaml").read_bytes()
     assert (c / "scores.csv").read_bytes() == (a / "scores.csv").read_bytes()
+
+
+def test_e2e_the_thread_count_is_recorded_and_a_rerun_from_the_config_repeats_it(
+    tmp_path: Path, shared_data_dir: Path
+) -> None:
+    """Another thread count sums in another order (README); the config a run leaves names
+    the count it used, so a rerun from it is exact even where the default differs."""
+    env = cli_env(shared_data_dir, tmp_path / "cache")  # one thread by default
+    one, two, again = tmp_path / "one", tmp_path / "two", tmp_path / "again"
+    for out, extra in ((one, []), (two, ["--threads", "2"])):
+        outcome = run_subprocess(
+            ["run", "--out", str(out), "-q", *TINY_FLAGS, *extra], env, tmp_path
+        )
+        assert outcome.returncode == 0, outcome.stderr[-3000:]
+    assert yaml.safe_load((one / "config.yaml").read_text())["threads"] == 1
+    assert yaml.safe_load((two / "config.yaml").read_text())["threads"] == 2
+    assert (one / "scores.csv").read_bytes() != (two / "scores.csv").read_bytes()
+    command = ["run", "--config", str(two / "config.yaml"), "--out", str(again), "-q"]
+    outcome = run_subprocess(command, env, tmp_path)
+    assert outcome.returncode == 0, outcome.stderr[-3000:]
+    assert (again / "scores.csv").read_bytes() == (two / "scores.csv").read_bytes()
 
 
 # --- c. interrupt and resume ---------------------------------------------------------------

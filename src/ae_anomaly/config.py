@@ -130,6 +130,14 @@ class RunConfig(Section):
     )
     seed: Seed = FitParams.seed
     device: Device = FitParams.device
+    threads: StrictInt | None = Field(
+        None,
+        ge=1,
+        le=1024,
+        description="CPU threads torch computes with; unset: torch's default. A run records "
+        "the number it used in its config.yaml, so `run --config OUT/config.yaml` repeats its "
+        "scores exactly (another thread count sums in another order)",
+    )
     model: str = Field(
         ModelParams.model, description="architecture name (see models in the README)"
     )

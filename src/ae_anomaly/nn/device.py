@@ -2,9 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 
 from ae_anomaly.errors import UserError
+
+
+@contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Compute with ``count`` CPU threads inside the block, and restore the count after it.
+
+    The thread count decides the order in which a sum is taken, and so the last bits of
+    every float: the same count is what makes a run repeat exactly."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def select_device(name: str = "auto") -> torch.device:

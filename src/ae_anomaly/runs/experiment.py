@@ -15,11 +15,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ae_anomaly.config import RunConfig, read_yaml, validate_config
 from ae_anomaly.detector.estimator import AutoencoderDetector
 from ae_anomaly.errors import UserError
 from ae_anomaly.fileio import write_json, write_yaml
 from ae_anomaly.nn.callbacks import Callback
+from ae_anomaly.nn.device import torch_threads
 from ae_anomaly.nn.patches import patch_size_for
 from ae_anomaly.nn.sizes import build_network
 from ae_anomaly.params import ScoreParams, group_fields
@@ -47,7 +50,34 @@ def run_experiment(
     resume: bool = False,
     callbacks: Sequence[Callback] = (),
 ) -> RunResult:
-    """Run the experiment ``config`` describes and leave every artefact in ``out``."""
+    """Run the experiment ``config`` describes and leave every artefact in ``out``.
+
+    It computes with ``config.threads`` CPU threads: the number given, else the one a
+    resumed run started with, else torch's default; the config saved in ``out`` records
+    it, so a rerun from that file repeats the scores exactly."""
+    threads = config.threads or (_saved_threads(out) if resume else None)
+    config = config.model_copy(update={"threads": threads or torch.get_num_threads()})
+    with torch_threads(config.threads or 1):
+        return _run(config, out, overwrite=overwrite, resume=resume, callbacks=callbacks)
+
+
+def _saved_threads(out: Path) -> int | None:
+    """The thread count an interrupted run in ``out`` recorded, if it did."""
+    saved = RunFolder(out).work / CONFIG_FILE
+    if not saved.is_file():
+        return None
+    threads = read_yaml(saved).get("threads")
+    return threads if isinstance(threads, int) and threads >= 1 else None
+
+
+def _run(
+    config: RunConfig,
+    out: Path,
+    *,
+    overwrite: bool,
+    resume: bool,
+    callbacks: Sequence[Callback],
+) -> RunResult:
     started = time.perf_counter()
     folder = RunFolder(out)
     # Everything that can be refused cheaply is refused before the data is read.
