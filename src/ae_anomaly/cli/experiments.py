@@ -37,6 +37,7 @@ def compare(
     Every config field applies to all models alike; --model and --model-args
     are not used (each model keeps its own default arguments).
     """
+    from ae_anomaly.nn.device import threads_if_given
     from ae_anomaly.nn.models import build_model, model_names
     from ae_anomaly.runs.comparison import DEFAULT_MODELS, compare_models, markdown_tables
 
@@ -62,7 +63,7 @@ def compare(
         if progress is not None:
             progress.label = f"{name} "
 
-    with progress or contextlib.nullcontext():
+    with progress or contextlib.nullcontext(), threads_if_given(config.threads):
         rows = compare_models(
             config, models, out, overwrite=overwrite, callbacks=callbacks, on_model=announce
         )
@@ -117,6 +118,7 @@ def benchmark(
     overrides |= {"scenario": OneClass.name, "normal_class": chosen[0] if chosen else 0}
     config = build_config(base, overrides)
     out = out or default_out("benchmark", config.data.dataset)
+    from ae_anomaly.nn.device import threads_if_given
     from ae_anomaly.runs.benchmark import run_benchmark
 
     console = Console(stderr=True, quiet=quiet)
@@ -127,7 +129,7 @@ def benchmark(
         if progress is not None:
             progress.label = f"class {normal_class} seed {seed} "
 
-    with progress or contextlib.nullcontext():
+    with progress or contextlib.nullcontext(), threads_if_given(config.threads):
         result = run_benchmark(
             config,
             chosen,

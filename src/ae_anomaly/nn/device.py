@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 
 import torch
 
 from ae_anomaly.errors import UserError
+
+
+def threads_if_given(count: int | None) -> AbstractContextManager[None]:
+    """torch_threads(count), or nothing for None (torch's default)."""
+    return nullcontext() if count is None else torch_threads(count)
 
 
 @contextmanager
