@@ -511,3 +511,46 @@ def test_an_array_header_that_claims_more_than_the_file_holds_is_refused(tmp_pat
     (tmp_path / "huge.npy").write_bytes(raw[:10] + header.encode("latin1") + raw[end:])
     with pytest.raises(UserError, match=r"claims an array of shape \(1000000000, 28, 28\)"):
         load_array(tmp_path / "huge.npy")
+
+
+def test_a_folder_too_large_for_memory_is_refused_before_it_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ae_anomaly.data import memory
+
+    folder = tmp_path / "big"
+    for i in range(4):
+        (folder / "train").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((40, 50), i * 60, np.uint8)).save(folder / "train" / f"{i}.png")
+    (folder / "test" / "normal").mkdir(parents=True)
+    Image.fromarray(np.zeros((40, 50), np.uint8)).save(folder / "test" / "normal" / "a.png")
+    # 4 training images of 2,000 values at 9 bytes each, and a test image at 5 bytes each.
+    assert memory.dataset_bytes(4, 1, 2000) == 4 * 2000 * 9 + 2000 * 5
+    monkeypatch.setattr(memory, "available_bytes", lambda: 4 * 2000 * 9 + 2000 * 5)
+    assert load_image_folder(folder).train_images.shape == (4, 1, 40, 50)  # just fits
+    monkeypatch.setattr(memory, "available_bytes", lambda: 4 * 2000 * 9)
+    with pytest.raises(UserError, match=r"5 images of 40x50 with 1 channel\(s\) would need about"):
+        load_image_folder(folder)
+    with pytest.raises(UserError, match="use a smaller --image-size"):
+        load_image_folder(folder, size=(400, 500))
+
+
+def test_a_run_that_cannot_fit_ends_in_one_sentence_and_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from ae_anomaly.cli import cli
+    from ae_anomaly.data import memory
+
+    folder = tmp_path / "big" / "train"
+    folder.mkdir(parents=True)
+    for i in range(3):
+        Image.fromarray(np.full((20, 20), i * 80, np.uint8)).save(folder / f"{i}.png")
+    monkeypatch.setattr(memory, "available_bytes", lambda: 1000)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["run", "--dataset", str(tmp_path / "big"), "--out", str(out)])
+    assert result.exit_code == 2
+    assert "of memory, more than the 0.0 GiB available" in result.output
+    assert "Traceback" not in result.output
+    assert not out.exists() and not out.with_name("out.incomplete").exists()

@@ -49,6 +49,7 @@ from ae_anomaly.data.images import (
     upright_size,
 )
 from ae_anomaly.data.masks import GROUND_TRUTH_DIR, read_masks
+from ae_anomaly.data.memory import check_fits, dataset_bytes
 from ae_anomaly.errors import UserError
 
 TRAIN_DIR = "train"
@@ -171,6 +172,7 @@ def load_image_folder(
     channels = _shared_channels(headers, train_dir) if channels is None else channels
     check_channels(channels)
     target = check_size(size if size is not None else _most_common_size(headers), max_pixels)
+    _check_memory(root, len(headers), channels, target)
     train = read_images([h.path for h in headers], target, channels, on_error, max_pixels)
     skipped += train.skipped
     if len(train.paths) == 0:
@@ -185,6 +187,18 @@ def load_image_folder(
             )
             test = replace(test, masks=masks)
     return FolderDataset(root, train.images, train.paths, test, skipped)
+
+
+def _check_memory(root: Path, n_train: int, channels: int, size: Size) -> None:
+    """Refuse, before reading, a folder whose images at ``size`` cannot fit in memory."""
+    test_dir = root / TEST_DIR
+    n_test = len(list_image_files(test_dir)) if test_dir.is_dir() else 0
+    height, width = size
+    check_fits(
+        dataset_bytes(n_train, n_test, channels * height * width),
+        f"{n_train + n_test} images of {height}x{width} with {channels} channel(s)",
+        "use a smaller --image-size, or fewer images",
+    )
 
 
 def _load_test(
@@ -244,7 +258,13 @@ def load_image_source(
         if not path.is_file():
             raise UserError(f"{path} does not exist")
         images = as_nchw(load_array(path))
-        _, c, h, w = images.shape
+        n, c, h, w = images.shape
+        # The array is read already; what is left to fit is training's float copies.
+        check_fits(
+            dataset_bytes(n, 0, c * h * w) - images.nbytes,
+            f"training on the {n} images of {path}",
+            "use fewer images, or smaller ones",
+        )
         if (size is not None and tuple(size) != (h, w)) or (channels not in (None, c)):
             raise UserError(
                 f"{path} holds images of {c} channel(s) and size {h}x{w}; arrays are not "
