@@ -617,3 +617,25 @@ def test_an_error_the_score_would_raise_after_training_is_raised_before_it(
     assert outcome.returncode == EXIT_USER_ERROR
     assert "needs at least two of them, not 1" in outcome.message
     assert not out.exists() and not (tmp_path / "run.incomplete").exists()
+
+
+@pytest.mark.parametrize("started", [True, False])
+def test_ctrl_c_says_how_to_resume_and_exits_130(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, started: bool
+) -> None:
+    """An interrupted run exits as shells expect (130) and tells how to continue it."""
+    from ae_anomaly.runs import experiment
+    from ae_anomaly.runs.folder import RunFolder
+
+    def interrupted_run(config: object, out: Path, **_: object) -> None:
+        if started:
+            RunFolder(out).work.mkdir(parents=True)  # a checkpoint would be in there
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(experiment, "run_experiment", interrupted_run)
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli, ["run", "--out", str(out), "-q"])
+    assert result.exit_code == 130
+    expected = f"ae-anomaly run --resume --out {out}" if started else "nothing was written"
+    assert expected in result.output
+    assert "Traceback" not in result.output and "Aborted" not in result.output

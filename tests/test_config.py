@@ -410,3 +410,11 @@ def test_patch_mode_makes_at_least_its_own_steps() -> None:
 
     # 540 images with 9 tiles each: 4,860 crops, 38 steps an epoch.
     assert resolved_epochs(TrainingParams(), 540 * 9, AUTO_MIN_PATCH_STEPS) == 106
+
+
+@pytest.mark.parametrize("value", ["true", "2.0", "'3'"])
+def test_members_must_be_a_whole_number_not_true_or_text(value: str) -> None:
+    from ae_anomaly.cli.options import parse_overrides
+
+    with pytest.raises(UserError, match="members"):
+        build_config({}, parse_overrides({"members": value}))

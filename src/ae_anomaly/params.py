@@ -244,6 +244,7 @@ class ScoreParams:
     ] = "percentile:95"
     members: Annotated[
         int,
+        Strict(),  # YAML reads --members true as a boolean, which is no count
         Field(
             ge=1,
             le=MAX_MEMBERS,

@@ -18,6 +18,19 @@ from ae_anomaly.errors import UndertrainedWarning
 from ae_anomaly.scenarios import get_scenario
 
 
+def _interrupted(out: Path) -> click.exceptions.Exit:
+    """Ctrl-C: say how to continue (when there is something to continue), exit 130 as
+    shells expect of an interrupted program."""
+    from ae_anomaly.runs.folder import RunFolder
+
+    if RunFolder(out).work.is_dir():
+        hint = f"continue it with: ae-anomaly run --resume --out {out}"
+    else:
+        hint = "nothing was written"
+    click.echo(f"Interrupted; {hint}", err=True)
+    return click.exceptions.Exit(130)
+
+
 @cli.command()
 @click.option("--resume", is_flag=True, help="Continue the interrupted run in --out.")
 @experiment_options
@@ -45,9 +58,12 @@ def run(
     # The run's training warnings are printed below, with the results, not as Python warnings.
     with progress or contextlib.nullcontext(), warnings.catch_warnings():
         warnings.simplefilter("ignore", UndertrainedWarning)
-        result = run_experiment(
-            config, out, overwrite=overwrite, resume=resume, callbacks=callbacks
-        )
+        try:
+            result = run_experiment(
+                config, out, overwrite=overwrite, resume=resume, callbacks=callbacks
+            )
+        except KeyboardInterrupt:
+            raise _interrupted(out) from None
     if not quiet:
         # What was measured decides the table: a labelled evaluation, a guarded
         # classifier or a ranking.
