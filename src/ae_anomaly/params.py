@@ -120,8 +120,8 @@ AutoEpochs = Annotated[
 # Patch mode (nn/patches.py): "auto" uses patches of AUTO_PATCH pixels for images whose
 # shorter side is at least AUTO_PATCH_SIDE, and for textures of 2 * MIN_PATCH pixels or
 # more a side patches of half the side, AUTO_PATCH at most. On the development suite
-# (docs/own-images.md), 256 x 256 images: 64-pixel patches found small stains at 0.77
-# where 32 found them at 0.62; 64 x 64 textures: half the side, 32.
+# (docs/own-images.md), 256 x 256 images after 2,000 steps: 64-pixel patches found
+# small stains at 0.77 where 32 found them at 0.62; 64 x 64 textures: half the side, 32.
 MIN_PATCH = 8
 AUTO_PATCH = 64
 AUTO_PATCH_SIDE = 128
