@@ -418,3 +418,12 @@ def test_members_must_be_a_whole_number_not_true_or_text(value: str) -> None:
 
     with pytest.raises(UserError, match="members"):
         build_config({}, parse_overrides({"members": value}))
+
+
+def test_a_key_with_a_line_break_is_quoted_so_the_message_stays_one_line() -> None:
+    """Found by the property-based tests: a section key holding "\\n"."""
+    with pytest.raises(UserError) as caught:
+        build_config({"training": {"\n": 1, "": 2}}, {})
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "training.'\\n': unknown key" in message and "training.'': unknown key" in message

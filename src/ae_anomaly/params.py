@@ -319,11 +319,18 @@ def checked(group: type[Group], source: object, what: str = "parameter") -> Grou
         raise UserError(f"invalid {what}: {describe_validation_error(exc)}") from None
 
 
+def _printable(part: object) -> str:
+    """A key as the message shows it: quoted when it is empty or holds a line break or
+    other invisible characters, so the message stays one line and says what was typed."""
+    text = str(part)
+    return text if text and text.isprintable() and text.strip() == text else repr(text)
+
+
 def describe_validation_error(exc: ValidationError) -> str:
     """One line per problem, each naming its key: ``training.epochs: ... (got 0)``."""
     parts = []
     for error in exc.errors():
-        key = ".".join(str(p) for p in error["loc"]) or "config"
+        key = ".".join(_printable(p) for p in error["loc"]) or "config"
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
             message = "unknown key"
