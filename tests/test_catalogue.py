@@ -162,6 +162,8 @@ FOLDER_CASES: list[Case] = [
     Case("a config nested deep", ("run", "--config", "{yaml_deep}", "--out", "{out}"), "deep"),
     Case("a config with a typo", ("run", "--config", "{yaml_typo}", "--out", "{out}"), "epochz"),
     Case("an output that is a file", ("run", "--out", "{text}"), "exists"),
+    Case("an output of nothing", ("run", "--out", ""), "must name a folder"),
+    Case("an output of here", ("run", "--out", "."), "must name a folder"),
     Case("resume without a run", ("run", "--resume", "--out", "{out}"), "resume"),
 ]
 
@@ -192,6 +194,11 @@ SCORE_CASES: list[Case] = [
         "a detector, patch size odd",
         ("score", "--detector", "{det_patch}", "{good}/train"),
         "patch_size",
+    ),
+    Case(
+        "a detector, an unknown key",
+        ("score", "--detector", "{det_extra}", "{good}/train"),
+        "unknown keys 'colour'",
     ),
     Case("no such input", ("score", "--detector", "{det}", "{tmp}/nothing.png"), "nothing.png"),
     Case("a glob of nothing", ("score", "--detector", "{det}", "{tmp}/*.nope"), "nope"),
@@ -396,6 +403,7 @@ def _detectors(mnist: Dataset, root: Path) -> dict[str, Path]:
             weights,
         ),
         "det_patch": copy("det_patch", edited(patch_size=9), weights),
+        "det_extra": copy("det_extra", edited(colour="red"), weights),
         "det_nanweights": copy("det_nanweights", json.dumps(meta), bytes(nan_weights)),
     }
 

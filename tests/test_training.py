@@ -26,7 +26,7 @@ from ae_anomaly.nn.callbacks import (
     TrainState,
     UndertrainedCheck,
 )
-from ae_anomaly.nn.checkpoint import CHECKPOINT_NAME, Checkpoint
+from ae_anomaly.nn.checkpoint import CHECKPOINT_NAME, Checkpoint, load_checkpoint
 from ae_anomaly.nn.loop import Task, reconstruction_loss, train
 from ae_anomaly.nn.models import build_model
 from ae_anomaly.params import AUTO_MIN_STEPS, TrainingParams
@@ -535,3 +535,17 @@ def test_repeats_draw_each_image_that_often_per_epoch(digits: torch.Tensor) -> N
     params = TrainingParams(epochs=1, batch_size=32)
     train(new_model(**SMALL), digits[:40], digits[256:], params, task)
     assert sum(seen) == 120 and len(seen) == 4
+
+
+def test_a_checkpoint_of_another_model_is_refused_in_one_short_sentence(
+    digits: torch.Tensor, tmp_path: Path
+) -> None:
+    """load_state_dict's own message lists every key (kilobytes); the user needs the reason."""
+    run(new_model(), digits[:64], digits[256:], epochs=1, batch_size=32, checkpoint_dir=tmp_path)
+    other = build_model("conv-dense", SHAPE)
+    optimizer = torch.optim.Adam(other.parameters())
+    with pytest.raises(UserError) as caught:
+        load_checkpoint(tmp_path, other, optimizer)
+    message = str(caught.value)
+    assert "not those of this run's model" in message and "--overwrite" in message
+    assert "\n" not in message and len(message) < 400

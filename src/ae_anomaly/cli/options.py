@@ -77,6 +77,7 @@ def output_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--out",
             type=click.Path(path_type=Path),
+            callback=_named_folder,
             help="Output folder [default: runs/<command>-<dataset>-<time>].",
         ),
         click.option("--overwrite", is_flag=True, help="Replace an existing output folder."),
@@ -85,6 +86,13 @@ def output_options(command: Callable[..., Any]) -> Callable[..., Any]:
     for option in reversed(options):
         command = option(command)
     return command
+
+
+def _named_folder(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    """--out '' would mean the current folder, whose files a run must not mix with its own."""
+    if value is not None and str(value).strip() in ("", "."):
+        raise UserError("--out must name a folder for the results, not the current folder")
+    return value
 
 
 def default_out(kind: str, dataset: str) -> Path:

@@ -47,6 +47,22 @@ FORMAT_NAME = "ae-anomaly-detector"
 FORMAT_VERSION = 3
 READABLE_VERSIONS = (1, 2, 3)
 META_FILE = "detector.json"
+# Every top-level key of detector.json, in any readable format.
+KNOWN_KEYS = {
+    "format",
+    "format_version",
+    "package_version",
+    "params",
+    "model",
+    "model_args",
+    "input_shape",
+    "patch_size",
+    "normalisation",
+    "score",
+    "threshold",
+    "training",
+    DIGEST_KEY,
+}
 # Saved beside the weights so that a loaded detector can refit its threshold.
 VALIDATION_SCORES_KEY = "detector.validation_scores"
 # The scorer's fitted tensors (code density, reference codes, calibration) are saved
@@ -150,6 +166,11 @@ class _Fields:
 
 def _checked_fields(meta: dict[str, Any]) -> _Fields:
     """detector.json's fields, or a KeyError / TypeError / ValueError saying which is bad."""
+    unknown_keys = sorted(map(str, set(meta) - KNOWN_KEYS))
+    if unknown_keys:
+        # A key this version does not write is an edit or a foreign file: its meaning
+        # would be silently ignored.
+        raise ValueError(f"unknown keys {', '.join(map(repr, unknown_keys))}")
     params = meta["params"]
     if not isinstance(params, dict):
         raise TypeError("params must be a mapping")

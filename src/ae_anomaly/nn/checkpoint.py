@@ -87,8 +87,20 @@ def load_checkpoint(
             best_val_loss=raw["best_val_loss"],
             best_weights=_with_prefix(tensors, "best."),
         )
-    except (SafetensorError, OSError, KeyError, TypeError, ValueError, RuntimeError) as exc:
-        raise UserError(f"cannot resume from checkpoint {path}: {exc}") from None
+    except RuntimeError as exc:
+        # load_state_dict lists every missing and unexpected key: kilobytes, not a reason.
+        raise UserError(
+            f"cannot resume from checkpoint {path}: its weights are not those of this run's "
+            f"model ({_first_line(exc)}); start again with --overwrite"
+        ) from None
+    except (SafetensorError, OSError, KeyError, TypeError, ValueError) as exc:
+        raise UserError(f"cannot resume from checkpoint {path}: {_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException, limit: int = 160) -> str:
+    """The start of an exception's message: its first line, cut at ``limit`` characters."""
+    line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def _with_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
