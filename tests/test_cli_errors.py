@@ -639,3 +639,51 @@ def test_ctrl_c_says_how_to_resume_and_exits_130(
     expected = f"ae-anomaly run --resume --out {out}" if started else "nothing was written"
     assert expected in result.output
     assert "Traceback" not in result.output and "Aborted" not in result.output
+
+
+def test_a_disk_that_fills_after_training_leaves_a_run_to_resume(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_data_dir: Path
+) -> None:
+    """The disk fills as the results are written: one sentence says how to continue, the
+    checkpoint stays, and once there is room the resumed run finishes."""
+    import errno
+
+    from ae_anomaly.runs import experiment
+
+    def full_disk(*_: object, **__: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(experiment, "write_json", full_disk)
+    out = tmp_path / "run"
+    env = {"AE_ANOMALY_DATA": str(shared_data_dir)}
+    flags = ["--train-limit", "300", "--test-limit", "100", "--epochs", "1", "--batch-size", "64"]
+    result = CliRunner().invoke(cli, ["run", *flags, "--out", str(out), "-q"], env=env)
+    assert result.exit_code == 2
+    assert "No space left on device" in result.output
+    assert f"ae-anomaly run --resume --out {out}" in result.output
+    assert "Traceback" not in result.output
+    assert (tmp_path / "run.incomplete" / "checkpoint").is_dir() and not out.exists()
+    monkeypatch.undo()  # room again
+    result = CliRunner().invoke(cli, ["run", "--resume", "--out", str(out), "-q"], env=env)
+    assert result.exit_code == 0, result.output
+    assert (out / "metrics.json").is_file() and not (tmp_path / "run.incomplete").exists()
+
+
+def test_a_disk_full_before_any_checkpoint_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_data_dir: Path
+) -> None:
+    import errno
+
+    from ae_anomaly.runs import experiment
+
+    def full_disk(*_: object, **__: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(experiment, "write_yaml", full_disk)
+    out = tmp_path / "run"
+    env = {"AE_ANOMALY_DATA": str(shared_data_dir)}
+    flags = ["--train-limit", "300", "--test-limit", "100", "--epochs", "1"]
+    result = CliRunner().invoke(cli, ["run", *flags, "--out", str(out), "-q"], env=env)
+    assert result.exit_code == 2
+    assert "nothing was kept" in result.output and "Traceback" not in result.output
+    assert list(tmp_path.iterdir()) == []

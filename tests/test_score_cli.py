@@ -283,7 +283,8 @@ def test_a_failed_pass_leaves_no_error_maps_behind(
     saved: Path, images_dir: Path, tmp_path: Path
 ) -> None:
     """A corrupt 17th file with batches of 4: the rows are not written, and the 16 maps
-    written before it are removed too."""
+    written before it are removed too, with the folder the pass made for them; a folder
+    that was there before stays, as it was."""
     (images_dir / "016.png").write_bytes(b"\x89PNG but broken")
     maps = tmp_path / "maps"
     rows = tmp_path / "rows.csv"
@@ -291,5 +292,10 @@ def test_a_failed_pass_leaves_no_error_maps_behind(
     result = score("--detector", saved, images_dir, *args)
     assert result.exit_code == EXIT_USER_ERROR, result.output
     assert "016.png" in result.output
-    assert list(maps.iterdir()) == []
+    assert not maps.exists()
     assert not rows.exists()
+    maps.mkdir()
+    (maps / "mine.txt").write_text("kept")
+    result = score("--detector", saved, images_dir, *args)
+    assert result.exit_code == EXIT_USER_ERROR, result.output
+    assert [p.name for p in maps.iterdir()] == ["mine.txt"]

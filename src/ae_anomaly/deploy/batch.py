@@ -12,6 +12,7 @@ absolute error for ``mae``, its root (RMS over channels) for ``mse``.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import re
@@ -137,6 +138,7 @@ def score_inputs(
 ) -> ScoreSummary:
     """Stream ``inputs`` through ``detector`` and write one row per image to ``stream``."""
     detector._fitted_model()  # refuse an unfitted detector before reading anything
+    made = error_maps is not None and not error_maps.exists()
     if error_maps is not None:
         _make_folder(error_maps)
     skipped: list[Skipped] = []
@@ -166,6 +168,10 @@ def score_inputs(
         # The rows are not written either: leave no error map of a failed pass behind.
         for path in written:
             path.unlink(missing_ok=True)
+        if made and error_maps is not None:
+            # A folder this pass made, now empty again (rmdir refuses one that is not).
+            with contextlib.suppress(OSError):
+                error_maps.rmdir()
         raise
     advance(0)
     summary.skipped = skipped

@@ -99,6 +99,34 @@ def _run(
         config.model, shape if patch is None else (shape[0], patch, patch), **config.model_args
     )
     resuming = folder.prepare(overwrite=overwrite, resume=resume)
+    try:
+        return _train_and_write(config, data, folder, resuming, callbacks, started)
+    except OSError as exc:  # a full disk, a folder made read-only half-way
+        raise _stranded(exc, folder, out) from None
+
+
+def _stranded(exc: OSError, folder: RunFolder, out: Path) -> UserError:
+    """One sentence for a run that could not write: what failed, and what the user can do
+    with what is left (resume from the checkpoint, or nothing: the folder is removed)."""
+    reason = f"{exc.filename}: {exc.strerror}" if exc.filename else (exc.strerror or str(exc))
+    if (folder.work / CHECKPOINT_DIR).is_dir():
+        return UserError(
+            f"cannot write the run in {folder.work} ({reason}); make room, then continue it "
+            f"with: ae-anomaly run --resume --out {out}"
+        )
+    folder.discard()
+    return UserError(f"cannot write the run in {folder.work} ({reason}); nothing was kept")
+
+
+def _train_and_write(
+    config: RunConfig,
+    data: ScenarioData,
+    folder: RunFolder,
+    resuming: bool,
+    callbacks: Sequence[Callback],
+    started: float,
+) -> RunResult:
+    """Train (or resume) in ``folder``, then write the results and finish it."""
     write_yaml(folder.work / CONFIG_FILE, config.to_dict())
     checkpoint_dir = folder.work / CHECKPOINT_DIR
     scenario = get_scenario(config.scenario)
