@@ -687,3 +687,25 @@ def test_a_disk_full_before_any_checkpoint_leaves_nothing(
     assert result.exit_code == 2
     assert "nothing was kept" in result.output and "Traceback" not in result.output
     assert list(tmp_path.iterdir()) == []
+
+
+def test_weights_that_cannot_be_written_are_one_sentence(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_data_dir: Path
+) -> None:
+    """safetensors reports a full disk as its own error type, not an OSError: classify
+    train once ended in its traceback."""
+    from safetensors import SafetensorError
+
+    from ae_anomaly.estimator import files
+
+    def full_disk(state: object, path: str) -> None:
+        raise SafetensorError("Error while serializing: I/O error: No space left on device")
+
+    monkeypatch.setattr(files, "save_file", full_disk)
+    out = tmp_path / "c"
+    env = {"AE_ANOMALY_DATA": str(shared_data_dir)}
+    args = ["classify", "train", "--train-limit", "300", "--test-limit", "100", "--epochs", "1"]
+    result = CliRunner().invoke(cli, [*args, "--out", str(out), "-q"], env=env)
+    assert result.exit_code == 2
+    assert "weights.safetensors: I/O error: No space left on device" in result.output
+    assert "Traceback" not in result.output and list(tmp_path.iterdir()) == []

@@ -9,6 +9,7 @@ only, never pickle.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 from pathlib import Path
@@ -36,9 +37,21 @@ def write_model_folder(
     except OSError as exc:
         raise UserError(f"cannot create folder {folder}: {exc.strerror or exc}") from None
     state = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    atomic_write(folder / WEIGHTS_FILE, lambda tmp: save_file(state, str(tmp)))
+    target = folder / WEIGHTS_FILE
+    atomic_write(target, lambda tmp: _save_weights(state, tmp, target))
     write_json(folder / meta_file, {**metadata, DIGEST_KEY: sha256(folder / WEIGHTS_FILE)})
     return folder
+
+
+def _save_weights(state: dict[str, torch.Tensor], tmp: Path, target: Path) -> None:
+    """safetensors' save_file into ``tmp``, with its I/O failures (a full disk) as the
+    OSError they are, naming ``target``, so that every caller turns them into one sentence
+    as it does any write error."""
+    try:
+        save_file(state, str(tmp))
+    except SafetensorError as exc:
+        reason = str(exc).removeprefix("Error while serializing: ")
+        raise OSError(errno.EIO, reason, str(target)) from None
 
 
 def read_metadata(
