@@ -4,7 +4,7 @@ One module per group of commands; importing them registers them on the group.
 Problems a user can fix end in one sentence and exit status 2.
 """
 
-from ae_anomaly.cli import catalogue, classify, deploy, experiments, run
+from ae_anomaly.cli import catalogue, classify, deploy, experiments, run, serve
 from ae_anomaly.cli.app import cli, main
 
-__all__ = ["catalogue", "classify", "cli", "deploy", "experiments", "main", "run"]
+__all__ = ["catalogue", "classify", "cli", "deploy", "experiments", "main", "run", "serve"]

@@ -19,7 +19,7 @@ import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import BinaryIO, Literal, TypeVar
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -160,7 +160,7 @@ def check_channels(channels: int) -> int:
     return channels
 
 
-def open_image(path: Path, max_pixels: int) -> Image.Image:
+def open_image(path: Path | BinaryIO, max_pixels: int) -> Image.Image:
     """The opened image (header read, pixels not yet decoded), refused if it is too large."""
     with warnings.catch_warnings():
         # Pillow warns above its own limit; the explicit check below says more.
@@ -227,15 +227,20 @@ def _resized(image: Image.Image, size: Size) -> Image.Image:
 
 
 def read_image(
-    path: Path | str, size: Size, channels: int, max_pixels: int = DEFAULT_MAX_PIXELS
+    path: Path | str | BinaryIO,
+    size: Size,
+    channels: int,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> np.ndarray:
-    """One image file as uint8 (C, H, W): converted to ``channels`` and resized to ``size``.
+    """One image file (a path, or an open binary stream such as an upload) as uint8
+    (C, H, W): converted to ``channels`` and resized to ``size``.
 
     Raises the decoder's exception (or ``_TooLarge``) for an unreadable file;
     ``read_images`` turns those into a UserError or a skip.
     """
     side = max(size)
-    with open_image(Path(path), max_pixels) as image:
+    source = Path(path) if isinstance(path, str | Path) else path
+    with open_image(source, max_pixels) as image:
         # A JPEG can decode straight to a smaller scale: much less memory for big
         # photos. Square, because the EXIF rotation below may swap the sides.
         image.draft("L" if channels == 1 else "RGB", (side, side))

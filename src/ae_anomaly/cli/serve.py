@@ -1,0 +1,92 @@
+"""``ae-anomaly serve``: a saved detector behind HTTP (serve/app.py), on uvicorn."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import click
+
+from ae_anomaly.cli.app import cli
+from ae_anomaly.errors import UserError
+
+TOKEN_VARIABLE = "AE_ANOMALY_TOKEN"
+
+
+@cli.command()
+@click.option(
+    "--detector",
+    "detector_dir",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="A saved detector folder (detector.json + weights.safetensors).",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--token-file",
+    type=click.Path(path_type=Path),
+    help=f"A file holding the bearer token every endpoint but /healthz requires "
+    f"(or set {TOKEN_VARIABLE}).",
+)
+@click.option("--max-upload-mb", default=20.0, show_default=True, type=click.FloatRange(0.001))
+@click.option("--max-files", default=64, show_default=True, type=click.IntRange(1, 10_000))
+@click.option(
+    "--max-batch",
+    default=64,
+    show_default=True,
+    type=click.IntRange(1, 4096),
+    help="Most images scored in one pass across concurrent requests (1: no batching).",
+)
+@click.option(
+    "--max-wait-ms",
+    default=5.0,
+    show_default=True,
+    type=click.FloatRange(0, 1000),
+    help="Longest a request waits for others to be scored with.",
+)
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N, mps or auto.")
+def serve(
+    detector_dir: Path,
+    host: str,
+    port: int,
+    token_file: Path | None,
+    max_upload_mb: float,
+    max_files: int,
+    max_batch: int,
+    max_wait_ms: float,
+    device: str,
+) -> None:
+    """Serve a saved detector over HTTP (API docs at /docs)."""
+    if importlib.util.find_spec("fastapi") is None or importlib.util.find_spec("uvicorn") is None:
+        raise UserError("serve needs the serve extra: pip install 'ae-anomaly[serve]'")
+    if not (detector_dir / "detector.json").is_file():
+        raise UserError(f"{detector_dir} holds no saved detector (no detector.json)")
+    import uvicorn
+
+    from ae_anomaly.serve.app import ServeSettings, create_app
+
+    settings = ServeSettings(
+        detector_dir=detector_dir,
+        token=_token(token_file),
+        max_upload_mb=max_upload_mb,
+        max_files=max_files,
+        max_batch=max_batch,
+        max_wait_ms=max_wait_ms,
+        device=device,
+    )
+    # uvicorn finishes the requests in flight on SIGTERM, then exits.
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+
+
+def _token(token_file: Path | None) -> str | None:
+    if token_file is None:
+        return os.environ.get(TOKEN_VARIABLE) or None
+    try:
+        token = token_file.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read the token file {token_file}: {exc}") from None
+    if not token:
+        raise UserError(f"the token file {token_file} is empty")
+    return token

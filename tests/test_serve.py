@@ -1,0 +1,237 @@
+"""The HTTP service: every endpoint and every bad input through FastAPI's test client, the
+micro-batcher on its own, and one real uvicorn server answering over a socket."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ae_anomaly import AutoencoderDetector
+from ae_anomaly.data.sources import Dataset
+
+fastapi = pytest.importorskip("fastapi")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from ae_anomaly.serve.app import ServeSettings, create_app  # noqa: E402
+from ae_anomaly.serve.batching import MicroBatcher  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def detector_dir(mnist: Dataset, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    detector = AutoencoderDetector(
+        model="conv-bn", score="mse", model_args={"channels": [4, 8]}, epochs=1, device="cpu"
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        detector.fit(mnist.train_images[:300])
+    return detector.save(tmp_path_factory.mktemp("serve") / "detector")
+
+
+def png(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def client(detector_dir: Path) -> Any:
+    with TestClient(create_app(ServeSettings(detector_dir, device="cpu"))) as test_client:
+        yield test_client
+
+
+def test_health_readiness_and_the_model(client: Any, detector_dir: Path) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").status_code == 200
+    model = client.get("/v1/model").json()
+    assert model["model"] == "conv-bn" and model["score"] == "mse"
+    assert model["input"] == {"channels": 1, "height": 28, "width": 28}
+    assert len(model["weights_sha256"]) == 64
+    assert client.get("/docs").status_code == 200
+
+
+def test_multipart_and_json_give_the_detector_scores_in_order(
+    client: Any, detector_dir: Path, mnist: Dataset
+) -> None:
+    detector = AutoencoderDetector.load(detector_dir, device="cpu")
+    digits = mnist.test_images[:3]
+    expected = detector.decision_function(digits)
+    files = [("file", (f"d{i}.png", png(d), "image/png")) for i, d in enumerate(digits)]
+    results = client.post("/v1/score", files=files).json()["results"]
+    assert [r["name"] for r in results] == ["d0.png", "d1.png", "d2.png"]
+    assert [r["score"] for r in results] == pytest.approx(expected.tolist(), rel=1e-5)
+    assert all(r["is_anomaly"] == (r["score"] > r["threshold"]) for r in results)
+    encoded = [base64.b64encode(png(d)).decode() for d in digits]
+    again = client.post("/v1/score", json={"images": encoded}).json()["results"]
+    assert [r["score"] for r in again] == pytest.approx(expected.tolist(), rel=1e-5)
+    assert again[0]["name"] == "images[0]"
+
+
+def test_maps_come_back_as_pngs(client: Any, mnist: Dataset) -> None:
+    files = [("file", ("d.png", png(mnist.test_images[0]), "image/png"))]
+    result = client.post("/v1/score?maps=true", files=files).json()["results"][0]
+    for key in ("error_map", "reconstruction"):
+        image = Image.open(io.BytesIO(base64.b64decode(result[key])))
+        assert image.size == (28, 28)
+
+
+def test_a_colour_image_of_another_size_is_converted(client: Any) -> None:
+    colour = (np.random.default_rng(0).random((50, 40, 3)) * 255).astype(np.uint8)
+    results = client.post("/v1/score", files=[("file", ("c.png", png(colour), "image/png"))])
+    assert results.status_code == 200 and len(results.json()["results"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("send", "status", "says"),
+    [
+        ({"files": [("file", ("x.png", b"not an image", "image/png"))]}, 400, "x.png"),
+        (
+            {"files": [("file", ("t.png", png(np.zeros((9, 9), np.uint8))[:30], "image/png"))]},
+            400,
+            "t.png",
+        ),
+        ({"json": {"images": ["%%%"]}}, 400, "base64"),
+        ({"json": {"pictures": []}}, 400, "images"),
+        ({"json": {"images": []}}, 400, "no image"),
+        ({"content": b"{broken", "headers": {"content-type": "application/json"}}, 400, "JSON"),
+        ({"content": b"raw", "headers": {"content-type": "text/plain"}}, 415, "multipart"),
+        (
+            {"data": {"file": "text, not a file"}, "files": {"other": ("a.txt", b"x")}},
+            400,
+            "must be a file",
+        ),
+    ],
+    ids=[
+        "not-an-image",
+        "truncated",
+        "bad-base64",
+        "wrong-key",
+        "empty",
+        "bad-json",
+        "type",
+        "text",
+    ],
+)
+def test_bad_input_is_a_4xx_with_one_sentence(
+    client: Any, send: dict[str, Any], status: int, says: str
+) -> None:
+    response = client.post("/v1/score", **send)
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert says.lower() in error.lower() and "\n" not in error and "Traceback" not in error
+
+
+def test_limits_on_size_and_count(detector_dir: Path) -> None:
+    settings = ServeSettings(detector_dir, max_upload_mb=0.001, max_files=2, device="cpu")
+    with TestClient(create_app(settings)) as small:
+        big = [("file", ("b.png", b"x" * 5000, "image/png"))]
+        assert small.post("/v1/score", files=big).status_code == 413
+        tiny = png(np.zeros((4, 4), np.uint8))
+        three = [("file", (f"{i}.png", tiny, "image/png")) for i in range(3)]
+        response = small.post("/v1/score", files=three)
+        assert response.status_code in (400, 413) and "error" in response.json()
+
+
+def test_a_token_guards_everything_but_health(detector_dir: Path) -> None:
+    with TestClient(create_app(ServeSettings(detector_dir, token="s3cret", device="cpu"))) as c:
+        assert c.get("/healthz").status_code == 200
+        assert c.get("/v1/model").status_code == 401
+        assert "bearer token" in c.get("/metrics").json()["error"]
+        assert c.get("/v1/model", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+
+
+def test_metrics_count_requests_and_batch_sizes(client: Any, mnist: Dataset) -> None:
+    client.post("/v1/score", files=[("file", ("d.png", png(mnist.test_images[0]), "image/png"))])
+    text = client.get("/metrics").text
+    assert 'ae_anomaly_requests_total{path="/v1/score",status="200"}' in text
+    assert "ae_anomaly_batch_images_bucket" in text and "ae_anomaly_request_seconds" in text
+
+
+def test_concurrent_requests_are_scored_together() -> None:
+    calls: list[int] = []
+
+    def score(images: np.ndarray) -> np.ndarray:
+        calls.append(len(images))
+        return images.reshape(len(images), -1).sum(axis=1).astype(float)
+
+    async def main() -> list[np.ndarray]:
+        batcher = MicroBatcher(score, max_batch=64, max_wait=0.05)
+        batcher.start()
+        requests = [np.full((2, 1, 2, 2), i, np.uint8) for i in range(10)]
+        results = await asyncio.gather(*(batcher.submit(r) for r in requests))
+        await batcher.stop()
+        return results
+
+    results = asyncio.run(main())
+    assert [r.tolist() for r in results] == [[4.0 * i] * 2 for i in range(10)]
+    assert len(calls) < 10 and sum(calls) == 20  # gathered, each request its own slice
+
+
+def test_an_error_in_scoring_reaches_every_request_of_the_batch() -> None:
+    def broken(images: np.ndarray) -> np.ndarray:
+        raise ValueError("boom")
+
+    async def main() -> None:
+        batcher = MicroBatcher(broken, max_wait=0.01)
+        batcher.start()
+        outcomes = await asyncio.gather(
+            *(batcher.submit(np.zeros((1, 1, 2, 2), np.uint8)) for _ in range(3)),
+            return_exceptions=True,
+        )
+        await batcher.stop()
+        assert all(isinstance(o, ValueError) for o in outcomes)
+
+    asyncio.run(main())
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_e2e_a_real_server_answers_and_stops_on_sigterm(
+    detector_dir: Path, mnist: Dataset, tmp_path: Path
+) -> None:
+    import httpx
+
+    port = free_port()
+    command = [sys.executable, "-m", "ae_anomaly", "serve", "--detector", str(detector_dir)]
+    server = subprocess.Popen(
+        [*command, "--port", str(port), "--device", "cpu"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        files = [("file", ("d.png", png(mnist.test_images[0]), "image/png"))]
+        response = httpx.post(f"{base}/v1/score", files=files, timeout=30)
+        assert response.status_code == 200 and len(response.json()["results"]) == 1
+    finally:
+        server.send_signal(signal.SIGTERM)
+        code = server.wait(timeout=30)
+    # uvicorn shuts down gracefully, then re-raises the signal it caught (0 before 0.29).
+    assert code in (0, -signal.SIGTERM), (
+        server.stderr.read().decode()[-2000:] if server.stderr else ""
+    )
