@@ -197,6 +197,24 @@ def test_an_error_in_scoring_reaches_every_request_of_the_batch() -> None:
     asyncio.run(main())
 
 
+async def _load(base: str, images: list[bytes], count: int, clients: int) -> list[int]:
+    """The status of ``count`` single-image requests sent by ``clients`` at once."""
+    import httpx
+
+    statuses: list[int] = []
+    todo = list(range(count))
+
+    async def client(http: httpx.AsyncClient) -> None:
+        while todo:
+            i = todo.pop()
+            files = {"file": (f"{i}.png", images[i % len(images)], "image/png")}
+            statuses.append((await http.post(f"{base}/v1/score", files=files)).status_code)
+
+    async with httpx.AsyncClient(timeout=60) as http:
+        await asyncio.gather(*(client(http) for _ in range(clients)))
+    return statuses
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -228,6 +246,11 @@ def test_e2e_a_real_server_answers_and_stops_on_sigterm(
         files = [("file", ("d.png", png(mnist.test_images[0]), "image/png"))]
         response = httpx.post(f"{base}/v1/score", files=files, timeout=30)
         assert response.status_code == 200 and len(response.json()["results"]) == 1
+        # A small version of benchmarks/serve_load.py: 100 requests from 10 clients.
+        statuses = asyncio.run(_load(base, [png(d) for d in mnist.test_images[:10]], 100, 10))
+        assert statuses == [200] * 100
+        passes = httpx.get(f"{base}/metrics").text
+        assert 'ae_anomaly_requests_total{path="/v1/score",status="200"} 101.0' in passes
     finally:
         server.send_signal(signal.SIGTERM)
         code = server.wait(timeout=30)

@@ -78,7 +78,10 @@ def create_app(settings: ServeSettings) -> FastAPI:
         detector = AutoencoderDetector.load(settings.detector_dir, device=settings.device)
         detector.decision_function(np.zeros((1, *detector.input_shape_), np.uint8))  # warm
         batcher = MicroBatcher(
-            detector.decision_function, settings.max_batch, settings.max_wait_ms / 1000
+            detector.decision_function,
+            settings.max_batch,
+            settings.max_wait_ms / 1000,
+            on_batch=metrics.batch.observe,
         )
         batcher.start()
         state.update(detector=detector, batcher=batcher, model=_description(detector, settings))
@@ -117,7 +120,6 @@ def create_app(settings: ServeSettings) -> FastAPI:
         # Decoding and scoring run on worker threads: the event loop keeps accepting.
         images = await asyncio.to_thread(decode, blobs, detector.input_shape_)
         scores = await state["batcher"].submit(images)
-        metrics.batch.observe(len(images))
         threshold = float(detector.threshold_)
         results: list[dict[str, Any]] = [
             {

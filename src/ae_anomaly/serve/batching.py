@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,11 +32,20 @@ class MicroBatcher:
     ``max_batch`` 1 turns batching off: every request is scored alone.
     """
 
-    def __init__(self, score: ScoreFn, max_batch: int = 64, max_wait: float = 0.005) -> None:
+    def __init__(
+        self,
+        score: ScoreFn,
+        max_batch: int = 64,
+        max_wait: float = 0.005,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
         self.score, self.max_batch, self.max_wait = score, max_batch, max_wait
+        self.on_batch = on_batch  # told each pass's size (for /metrics)
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
-        self.batch_sizes: list[int] = []  # observed, for /metrics
+        # A thread of its own: in the loop's shared pool a pass would queue behind the
+        # decoding of every waiting upload, and the batches would starve.
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="ae-anomaly-score")
 
     def start(self) -> None:
         self._worker = asyncio.get_running_loop().create_task(self._run())
@@ -45,6 +55,7 @@ class MicroBatcher:
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
+        self._thread.shutdown(wait=True)
 
     async def submit(self, images: np.ndarray) -> np.ndarray:
         """The scores of ``images``, computed with whatever else is waiting."""
@@ -56,24 +67,23 @@ class MicroBatcher:
         while True:
             batch = [await self._queue.get()]
             size = len(batch[0].images)
-            deadline = asyncio.get_running_loop().time() + self.max_wait
-            while size < self.max_batch:
-                remaining = deadline - asyncio.get_running_loop().time()
-                if remaining <= 0:
-                    break
-                try:
-                    item = await asyncio.wait_for(self._queue.get(), remaining)
-                except TimeoutError:
-                    break
+            if size < self.max_batch and self._queue.empty() and self.max_wait > 0:
+                # Let requests arriving just now join (a plain sleep: a timed-out get()
+                # could be cancelled holding an item).
+                await asyncio.sleep(self.max_wait)
+            while size < self.max_batch and not self._queue.empty():
+                item = self._queue.get_nowait()
                 batch.append(item)
                 size += len(item.images)
             await self._score(batch)
 
     async def _score(self, batch: list[_Pending]) -> None:
         images = np.concatenate([item.images for item in batch])
-        self.batch_sizes.append(len(images))
+        if self.on_batch is not None:
+            self.on_batch(len(images))
         try:
-            scores = await asyncio.to_thread(self.score, images)
+            loop = asyncio.get_running_loop()
+            scores = await loop.run_in_executor(self._thread, self.score, images)
         except Exception as exc:  # handed to every request of the batch
             for item in batch:
                 if not item.done.done():
