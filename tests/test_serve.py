@@ -26,8 +26,9 @@ from ae_anomaly.data.sources import Dataset
 fastapi = pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from ae_anomaly.serve.app import ServeSettings, create_app  # noqa: E402
+from ae_anomaly.serve.app import create_app  # noqa: E402
 from ae_anomaly.serve.batching import MicroBatcher  # noqa: E402
+from ae_anomaly.serve.settings import ServeSettings  # noqa: E402
 
 
 @pytest.fixture(scope="module")

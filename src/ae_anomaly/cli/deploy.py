@@ -16,16 +16,11 @@ if TYPE_CHECKING:  # the real import loads torch, which commands defer until nee
     from ae_anomaly.deploy.batch import OutputFormat, ScoreSummary
 
 from ae_anomaly.cli.app import cli
+from ae_anomaly.cli.options import detector_option
 
 
 @cli.command()
-@click.option(
-    "--detector",
-    "detector_dir",
-    required=True,
-    type=click.Path(path_type=Path),
-    help="A saved detector folder (detector.json + weights.safetensors).",
-)
+@detector_option
 @click.argument("inputs", nargs=-1, required=True)
 @click.option(
     "--format",
@@ -131,13 +126,7 @@ def _write_scores(
 
 
 @cli.command("export")
-@click.option(
-    "--detector",
-    "detector_dir",
-    required=True,
-    type=click.Path(path_type=Path),
-    help="A saved detector folder (detector.json + weights.safetensors).",
-)
+@detector_option
 @click.option("--format", "fmt", type=click.Choice(["onnx"]), default="onnx", show_default=True)
 @click.option(
     "--output",

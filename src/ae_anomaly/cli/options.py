@@ -68,6 +68,16 @@ def experiment_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return config_options(output_options(command))
 
 
+# The saved detector a command uses (score, export, serve).
+detector_option = click.option(
+    "--detector",
+    "detector_dir",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="A saved detector folder (detector.json + weights.safetensors).",
+)
+
+
 def output_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """Config file, output folder, --overwrite and --quiet."""
     options = [

@@ -9,19 +9,18 @@ from pathlib import Path
 import click
 
 from ae_anomaly.cli.app import cli
+from ae_anomaly.cli.options import detector_option
 from ae_anomaly.errors import UserError
+from ae_anomaly.serve.settings import ServeSettings
+
+# The flags' defaults are the settings' own.
+_DEFAULT = ServeSettings(Path())
 
 TOKEN_VARIABLE = "AE_ANOMALY_TOKEN"
 
 
 @cli.command()
-@click.option(
-    "--detector",
-    "detector_dir",
-    required=True,
-    type=click.Path(path_type=Path),
-    help="A saved detector folder (detector.json + weights.safetensors).",
-)
+@detector_option
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
 @click.option(
@@ -30,23 +29,32 @@ TOKEN_VARIABLE = "AE_ANOMALY_TOKEN"
     help=f"A file holding the bearer token every endpoint but /healthz requires "
     f"(or set {TOKEN_VARIABLE}).",
 )
-@click.option("--max-upload-mb", default=20.0, show_default=True, type=click.FloatRange(0.001))
-@click.option("--max-files", default=64, show_default=True, type=click.IntRange(1, 10_000))
+@click.option(
+    "--max-upload-mb",
+    default=_DEFAULT.max_upload_mb,
+    show_default=True,
+    type=click.FloatRange(0.001),
+)
+@click.option(
+    "--max-files", default=_DEFAULT.max_files, show_default=True, type=click.IntRange(1, 10_000)
+)
 @click.option(
     "--max-batch",
-    default=64,
+    default=_DEFAULT.max_batch,
     show_default=True,
     type=click.IntRange(1, 4096),
     help="Most images scored in one pass across concurrent requests (1: no batching).",
 )
 @click.option(
     "--max-wait-ms",
-    default=5.0,
+    default=_DEFAULT.max_wait_ms,
     show_default=True,
     type=click.FloatRange(0, 1000),
     help="Longest a request waits for others to be scored with.",
 )
-@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N, mps or auto.")
+@click.option(
+    "--device", default=_DEFAULT.device, show_default=True, help="cpu, cuda, cuda:N, mps or auto."
+)
 def serve(
     detector_dir: Path,
     host: str,
@@ -65,7 +73,7 @@ def serve(
         raise UserError(f"{detector_dir} holds no saved detector (no detector.json)")
     import uvicorn
 
-    from ae_anomaly.serve.app import ServeSettings, create_app
+    from ae_anomaly.serve.app import create_app
 
     settings = ServeSettings(
         detector_dir=detector_dir,

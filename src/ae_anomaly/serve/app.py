@@ -17,8 +17,6 @@ import json
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,19 +32,7 @@ from ae_anomaly.detector.files import META_FILE
 from ae_anomaly.errors import UserError
 from ae_anomaly.serve.batching import MicroBatcher
 from ae_anomaly.serve.inputs import BadInput, decode, from_json
-
-
-@dataclass(frozen=True)
-class ServeSettings:
-    """How the service runs: its limits, its batching and its token (None: no token)."""
-
-    detector_dir: Path
-    token: str | None = None
-    max_upload_mb: float = 20.0
-    max_files: int = 64
-    max_batch: int = 64
-    max_wait_ms: float = 5.0
-    device: str = "auto"
+from ae_anomaly.serve.settings import ServeSettings
 
 
 class _Metrics:
