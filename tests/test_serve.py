@@ -81,12 +81,20 @@ def test_multipart_and_json_give_the_detector_scores_in_order(
     assert again[0]["name"] == "images[0]"
 
 
-def test_maps_come_back_as_pngs(client: Any, mnist: Dataset) -> None:
+def test_maps_come_back_as_pngs(client: Any, detector_dir: Path, mnist: Dataset) -> None:
     files = [("file", ("d.png", png(mnist.test_images[0]), "image/png"))]
     result = client.post("/v1/score?maps=true", files=files).json()["results"][0]
     for key in ("error_map", "reconstruction"):
         image = Image.open(io.BytesIO(base64.b64decode(result[key])))
         assert image.size == (28, 28)
+    # The error map is drawn as `ae-anomaly score --error-maps` draws it.
+    from ae_anomaly.deploy.batch import error_map_png
+
+    detector = AutoencoderDetector.load(detector_dir, device="cpu")
+    error = detector.reconstruct(mnist.test_images[:1])[1][0]
+    drawn = np.asarray(Image.open(io.BytesIO(base64.b64decode(result["error_map"]))))
+    expected = np.asarray(Image.open(io.BytesIO(error_map_png(error, "mse"))))
+    assert np.abs(drawn.astype(int) - expected.astype(int)).max() <= 1
 
 
 def test_a_colour_image_of_another_size_is_converted(client: Any) -> None:

@@ -78,9 +78,17 @@ SQUARED_MAPS = ("mse", "blur-mse", "rel-blur")
 def error_map_png(error: np.ndarray, map_kind: str) -> bytes:
     """One (H, W) error map as PNG bytes, brightness = error in pixel units."""
     values = np.sqrt(np.maximum(error, 0.0)) if map_kind in SQUARED_MAPS else error
-    pixels = np.clip(np.rint(np.asarray(values, dtype=np.float64) * 255.0), 0, 255)
+    return image_png(values)
+
+
+def image_png(image: np.ndarray) -> bytes:
+    """A (H, W) or (C, H, W) array of values in [0, 1] as PNG bytes (grey or RGB)."""
+    pixels = np.clip(np.rint(np.asarray(image, dtype=np.float64) * 255.0), 0, 255)
+    pixels = pixels.astype(np.uint8)
+    if pixels.ndim == 3:
+        pixels = pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0)
     buffer = BytesIO()
-    Image.fromarray(pixels.astype(np.uint8)).save(buffer, format="PNG")
+    Image.fromarray(pixels).save(buffer, format="PNG")
     return buffer.getvalue()
 
 

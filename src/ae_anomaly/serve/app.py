@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import io
 import json
 import time
 from collections.abc import AsyncIterator
@@ -22,11 +21,11 @@ from typing import Any
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from PIL import Image
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 
 from ae_anomaly import __version__
+from ae_anomaly.deploy.batch import error_map_png, image_png
 from ae_anomaly.detector.estimator import AutoencoderDetector
 from ae_anomaly.detector.files import META_FILE
 from ae_anomaly.errors import UserError
@@ -118,9 +117,11 @@ def create_app(settings: ServeSettings) -> FastAPI:
         ]
         if maps:
             reconstructions, error_maps = await asyncio.to_thread(detector.reconstruct, images)
+            kind = detector.error_map_kind()
             for result, recon, error in zip(results, reconstructions, error_maps, strict=True):
-                result["error_map"] = _png(error / max(float(error.max()), 1e-12))
-                result["reconstruction"] = _png(recon)
+                # Drawn as `ae-anomaly score --error-maps` draws them: in pixel units.
+                result["error_map"] = _base64(error_map_png(error, kind))
+                result["reconstruction"] = _base64(image_png(recon))
         return JSONResponse({"results": results})
 
     @app.get("/metrics")
@@ -208,14 +209,8 @@ def _description(detector: AutoencoderDetector, settings: ServeSettings) -> dict
     }
 
 
-def _png(image: np.ndarray) -> str:
-    """A (C, H, W) or (H, W) array in [0, 1] as a base64 PNG."""
-    pixels = np.clip(np.rint(np.asarray(image) * 255), 0, 255).astype(np.uint8)
-    if pixels.ndim == 3:
-        pixels = pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
+def _base64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
 
 
 def _error(status: int, message: str) -> JSONResponse:
