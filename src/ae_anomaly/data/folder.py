@@ -172,14 +172,17 @@ def load_image_folder(
     channels = _shared_channels(headers, train_dir) if channels is None else channels
     check_channels(channels)
     target = check_size(size if size is not None else _most_common_size(headers), max_pixels)
-    _check_memory(root, len(headers), channels, target)
+    # Listed once: counted for the memory check, then read (checked in _load_test).
+    test_files = _test_files(root / TEST_DIR) if (root / TEST_DIR).is_dir() else None
+    n_test = len(test_files.loose) + len(test_files.paths) if test_files else 0
+    _check_memory(len(headers), n_test, channels, target)
     train = read_images([h.path for h in headers], target, channels, on_error, max_pixels)
     skipped += train.skipped
     if len(train.paths) == 0:
         raise _unreadable_folder(train_dir, skipped)
     test = None
-    if (root / TEST_DIR).is_dir():
-        test, test_skipped = _load_test(root / TEST_DIR, target, channels, on_error, max_pixels)
+    if test_files is not None:
+        test, test_skipped = _load_test(test_files, target, channels, on_error, max_pixels)
         skipped += test_skipped
         if (root / GROUND_TRUTH_DIR).is_dir():
             masks = read_masks(
@@ -189,10 +192,8 @@ def load_image_folder(
     return FolderDataset(root, train.images, train.paths, test, skipped)
 
 
-def _check_memory(root: Path, n_train: int, channels: int, size: Size) -> None:
+def _check_memory(n_train: int, n_test: int, channels: int, size: Size) -> None:
     """Refuse, before reading, a folder whose images at ``size`` cannot fit in memory."""
-    test_dir = root / TEST_DIR
-    n_test = len(list_image_files(test_dir)) if test_dir.is_dir() else 0
     height, width = size
     check_fits(
         dataset_bytes(n_train, n_test, channels * height * width),
@@ -201,15 +202,19 @@ def _check_memory(root: Path, n_train: int, channels: int, size: Size) -> None:
     )
 
 
-def _load_test(
-    folder: Path, size: Size, channels: int, on_error: OnError, max_pixels: int
-) -> tuple[LabelledImages, list[Skipped]]:
+@dataclass(frozen=True)
+class _TestFiles:
+    """The image files of a test/ folder: those in a kind's sub-folder, with their kinds,
+    and those outside any (which _load_test refuses)."""
+
+    folder: Path
+    paths: list[Path]
+    kinds: list[str]
+    loose: list[Path]
+
+
+def _test_files(folder: Path) -> _TestFiles:
     loose = [path for path in folder.iterdir() if path.is_file() and is_image_file(path)]
-    if loose:
-        raise UserError(
-            f"{folder} holds images outside a sub-folder (e.g. {loose[0].name}); put them in "
-            f"{folder / NORMAL_KIND} or {folder}/<anomaly kind>/"
-        )
     paths: list[Path] = []
     kinds: list[str] = []
     for kind_dir in sorted(
@@ -218,6 +223,18 @@ def _load_test(
         files = list_image_files(kind_dir)
         paths += files
         kinds += [kind_dir.name] * len(files)
+    return _TestFiles(folder, paths, kinds, loose)
+
+
+def _load_test(
+    listed: _TestFiles, size: Size, channels: int, on_error: OnError, max_pixels: int
+) -> tuple[LabelledImages, list[Skipped]]:
+    folder, paths, kinds, loose = listed.folder, listed.paths, listed.kinds, listed.loose
+    if loose:
+        raise UserError(
+            f"{folder} holds images outside a sub-folder (e.g. {loose[0].name}); put them in "
+            f"{folder / NORMAL_KIND} or {folder}/<anomaly kind>/"
+        )
     if not paths:
         raise UserError(
             f"{folder} holds no images; put normal test images in {folder / NORMAL_KIND} and "
