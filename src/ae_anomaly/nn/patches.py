@@ -172,10 +172,20 @@ def patch_size_for(patch: str | int, height: int, width: int, texture: bool = Fa
 TEXTURE_STRUCTURE = 0.1
 
 
-def is_texture(images: torch.Tensor) -> bool:
+def is_texture(images: torch.Tensor, chunk: int = 1024) -> bool:
     """True when the (N, C, H, W) images look alike everywhere: the spatial variance of
-    their mean image is small against the variance of a pixel across the images."""
-    mean_image = images.mean(dim=0)
+    their mean image is small against the variance of a pixel across the images.
+
+    The per-pixel sums are taken ``chunk`` images at a time, in float64, so that no copy
+    of the whole set is made (the training images may fill most of the memory)."""
+    total = torch.zeros(images.shape[1:], dtype=torch.float64)
+    squares = torch.zeros_like(total)
+    for start in range(0, len(images), chunk):
+        part = images[start : start + chunk].double().cpu()
+        total += part.sum(dim=0)
+        squares += part.square().sum(dim=0)
+    n = len(images)
+    mean_image = total / n
     structure = mean_image.var(dim=(1, 2)).mean()
-    spread = images.var(dim=0).mean()
+    spread = ((squares - n * mean_image.square()) / max(n - 1, 1)).mean()
     return bool(structure < TEXTURE_STRUCTURE * spread)
