@@ -14,24 +14,29 @@ from ae_anomaly.errors import UserError
 from ae_anomaly.nn.autoencoder import Autoencoder, positive_ints
 
 
-class ConvBNAutoencoder(Autoencoder):
-    """Conv + ReLU + batch-norm + max-pool encoder, upsample + conv decoder, sigmoid output.
-
-    Each encoder stage halves the image side, so H and W must be divisible by
-    ``2 ** len(channels)``.
-    """
-
-    name = "conv-bn"
+class _Staged(Autoencoder):
+    """A network of one stage per ``channels`` width, each halving the image side, so H
+    and W must be divisible by ``2 ** len(channels)``."""
 
     @classmethod
     def size_multiple(cls, **kwargs: object) -> int:
         return _stages_multiple(kwargs.get("channels", (16, 32)))
 
+    def _stage_widths(self, channels: Sequence[int]) -> list[int]:
+        """[image channels, *channels], once ``channels`` and the image size are checked."""
+        checked = positive_ints(self.name, "channels", channels)
+        self._require_divisible(self.size_multiple(channels=checked))
+        return [self.in_channels, *checked]
+
+
+class ConvBNAutoencoder(_Staged):
+    """Conv + ReLU + batch-norm + max-pool encoder, upsample + conv decoder, sigmoid output."""
+
+    name = "conv-bn"
+
     def __init__(self, input_shape: Sequence[int], channels: Sequence[int] = (16, 32)) -> None:
         super().__init__(input_shape)
-        channels = positive_ints(self.name, "channels", channels)
-        self._require_divisible(self.size_multiple(channels=channels))
-        widths = [self.in_channels, *channels]
+        widths = self._stage_widths(channels)
         self.encoder = nn.Sequential(
             *(_down_stage(c_in, c_out) for c_in, c_out in itertools.pairwise(widths))
         )
@@ -67,20 +72,14 @@ def _up_stage(c_in: int, c_out: int) -> nn.Sequential:
     )
 
 
-class ConvStrided(Autoencoder):
+class ConvStrided(_Staged):
     """28x28xC -> 14x14x16 -> 7x7x32 by stride-2 convolutions, transposed convolutions back."""
 
     name = "conv-strided"
 
-    @classmethod
-    def size_multiple(cls, **kwargs: object) -> int:
-        return _stages_multiple(kwargs.get("channels", (16, 32)))
-
     def __init__(self, input_shape: Sequence[int], channels: Sequence[int] = (16, 32)) -> None:
         super().__init__(input_shape)
-        channels = positive_ints(self.name, "channels", channels)
-        self._require_divisible(self.size_multiple(channels=channels))
-        widths = [self.in_channels, *channels]
+        widths = self._stage_widths(channels)
         encoder: list[nn.Module] = []
         for c_in, c_out in itertools.pairwise(widths):
             encoder += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), nn.ReLU(inplace=True)]
