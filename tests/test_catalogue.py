@@ -432,43 +432,45 @@ def test_a_bad_input_ends_in_one_sentence_and_leaves_nothing(
     assert not out.exists() and not out.with_name("out.incomplete").exists()
 
 
-def _fitted(mnist: Dataset) -> AutoencoderDetector:
-    detector = AutoencoderDetector(
-        model_args={"channels": [4, 8], "code": 4}, epochs=1, batch_size=32, device="cpu"
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return detector.fit(mnist.train_images[:100])
+def _saved(places: dict[str, str]) -> AutoencoderDetector:
+    """The catalogue's small saved detector (the ``places`` fixture fitted it once)."""
+    return AutoencoderDetector.load(places["det"], device="cpu")
 
 
 API_CASES = {
-    "fit with epochs 0": lambda m: AutoencoderDetector(epochs=0).fit(m.train_images[:50]),
-    "fit with a device of 123": lambda m: AutoencoderDetector(device=123).fit(m.train_images[:50]),
-    "fit with a seed of text": lambda m: AutoencoderDetector(seed="a").fit(m.train_images[:50]),
-    "fit with model_args of text": lambda m: AutoencoderDetector(model_args="abc").fit(
+    "fit with epochs 0": lambda m, p: AutoencoderDetector(epochs=0).fit(m.train_images[:50]),
+    "fit with a device of 123": lambda m, p: AutoencoderDetector(device=123).fit(
         m.train_images[:50]
     ),
-    "fit on one image": lambda m: AutoencoderDetector().fit(m.train_images[:1]),
-    "fit on NaN images": lambda m: AutoencoderDetector().fit(np.full((20, 28, 28), np.nan)),
-    "fit on a 1-D array": lambda m: AutoencoderDetector().fit(np.zeros(50)),
-    "fit with images as y": lambda m: AutoencoderDetector().fit(
+    "fit with a seed of text": lambda m, p: AutoencoderDetector(seed="a").fit(m.train_images[:50]),
+    "fit with model_args of text": lambda m, p: AutoencoderDetector(model_args="abc").fit(
+        m.train_images[:50]
+    ),
+    "fit on one image": lambda m, p: AutoencoderDetector().fit(m.train_images[:1]),
+    "fit on NaN images": lambda m, p: AutoencoderDetector().fit(np.full((20, 28, 28), np.nan)),
+    "fit on a 1-D array": lambda m, p: AutoencoderDetector().fit(np.zeros(50)),
+    "fit with images as y": lambda m, p: AutoencoderDetector().fit(
         m.train_images[:50], m.train_images[:50]
     ),
-    "score before fit": lambda m: AutoencoderDetector().decision_function(m.test_images[:5]),
-    "predict before fit": lambda m: AutoencoderDetector().predict(m.test_images[:5]),
-    "save before fit": lambda m: AutoencoderDetector().save("/tmp/never-written"),
-    "load from nowhere": lambda m: AutoencoderDetector.load("/nonexistent/detector"),
-    "score images of another size": lambda m: _fitted(m).decision_function(np.zeros((3, 20, 20))),
-    "score images out of [0, 1]": lambda m: _fitted(m).decision_function(np.full((3, 28, 28), 7.0)),
+    "score before fit": lambda m, p: AutoencoderDetector().decision_function(m.test_images[:5]),
+    "predict before fit": lambda m, p: AutoencoderDetector().predict(m.test_images[:5]),
+    "save before fit": lambda m, p: AutoencoderDetector().save("/tmp/never-written"),
+    "load from nowhere": lambda m, p: AutoencoderDetector.load("/nonexistent/detector"),
+    "score images of another size": lambda m, p: _saved(p).decision_function(np.zeros((3, 20, 20))),
+    "score images out of [0, 1]": lambda m, p: _saved(p).decision_function(
+        np.full((3, 28, 28), 7.0)
+    ),
 }
 
 
 @pytest.mark.parametrize("name", list(API_CASES))
-def test_a_bad_call_of_the_api_is_one_user_error(name: str, mnist: Dataset) -> None:
+def test_a_bad_call_of_the_api_is_one_user_error(
+    name: str, mnist: Dataset, places: dict[str, str]
+) -> None:
     from ae_anomaly.errors import UserError
 
     with pytest.raises(UserError) as caught:
-        API_CASES[name](mnist)
+        API_CASES[name](mnist, places)
     message = str(caught.value).strip()
     assert message and "\n" not in message
     assert not Path("/tmp/never-written").exists()
