@@ -7,10 +7,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 
 from ae_anomaly.data import sources
 from ae_anomaly.data.sources import Dataset
+from ae_anomaly.nn.device import torch_threads
 
 
 @pytest.fixture(scope="session")
@@ -51,10 +51,8 @@ def one_torch_thread() -> Iterator[None]:
     with other jobs spin-waiting OpenMP threads make training several times slower
     and its timing erratic.
     """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="session")
