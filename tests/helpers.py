@@ -5,9 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -112,3 +115,55 @@ def evaluate_corrupted(
         ),
     }
     return evaluate(scores, labels, kinds, threshold, kind_order=kind_order, groups=groups)
+
+
+def free_port() -> int:
+    """A TCP port on the loopback address that nothing listens on now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def running_server(
+    detector_dir: Path, *flags: str, env: dict[str, str] | None = None, token: str = ""
+) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """A real ``ae-anomaly serve`` on a free local port, ready: (process, base URL).
+
+    ``token``: the one the server was given (in ``env``), to ask for readiness with.
+
+    Stopped with SIGTERM on the way out, as a service manager stops it.
+    """
+    import httpx
+
+    port = free_port()
+    command = [*CLI, "serve", "--detector", str(detector_dir), "--port", str(port)]
+    server = subprocess.Popen(
+        [*command, "--device", "cpu", *flags],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while server.poll() is None and time.monotonic() < deadline:
+            try:
+                headers = {"Authorization": f"Bearer {token}"} if token else {}
+                if httpx.get(f"{base}/readyz", headers=headers, timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        else:
+            stderr = server.stderr.read().decode() if server.poll() is not None else ""
+            raise AssertionError(f"the server did not become ready: {stderr[-2000:]}")
+        yield server, base
+    finally:
+        if server.poll() is None:
+            server.send_signal(signal.SIGTERM)
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()

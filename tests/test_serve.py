@@ -6,12 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
-import os
 import signal
-import socket
-import subprocess
-import sys
-import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -22,6 +17,7 @@ from PIL import Image
 
 from ae_anomaly import AutoencoderDetector
 from ae_anomaly.data.sources import Dataset
+from tests.helpers import running_server
 
 fastapi = pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
@@ -61,6 +57,7 @@ def test_health_readiness_and_the_model(client: Any, detector_dir: Path) -> None
     assert model["model"] == "conv-bn" and model["score"] == "mse"
     assert model["input"] == {"channels": 1, "height": 28, "width": 28}
     assert len(model["weights_sha256"]) == 64
+    assert model["limits"] == {"max_files": 64, "max_upload_mb": 20.0}
     assert client.get("/docs").status_code == 200
 
 
@@ -84,7 +81,7 @@ def test_multipart_and_json_give_the_detector_scores_in_order(
 def test_maps_come_back_as_pngs(client: Any, detector_dir: Path, mnist: Dataset) -> None:
     files = [("file", ("d.png", png(mnist.test_images[0]), "image/png"))]
     result = client.post("/v1/score?maps=true", files=files).json()["results"][0]
-    for key in ("error_map", "reconstruction"):
+    for key in ("error_map", "reconstruction", "input"):
         image = Image.open(io.BytesIO(base64.b64decode(result[key])))
         assert image.size == (28, 28)
     # The error map is drawn as `ae-anomaly score --error-maps` draws it.
@@ -160,6 +157,21 @@ def test_a_token_guards_everything_but_health(detector_dir: Path) -> None:
         assert c.get("/v1/model").status_code == 401
         assert "bearer token" in c.get("/metrics").json()["error"]
         assert c.get("/v1/model", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        # The page and its assets hold no data: the page asks for the token itself.
+        assert c.get("/").status_code == 200 and c.get("/static/page.js").status_code == 200
+
+
+def test_the_page_and_its_assets_come_from_the_package(client: Any) -> None:
+    page = client.get("/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    assets = ["/static/page.js", "/static/page.css", "/static/favicon.svg"]
+    for asset in assets:
+        assert asset in page.text and client.get(asset).status_code == 200
+    # No CDN: nothing the page or its script names lives on another host.
+    for text in (page.text, client.get("/static/page.js").text):
+        assert "http://" not in text and "https://" not in text
+    assert client.get("/static/../app.py").status_code == 404
 
 
 def test_metrics_count_requests_and_batch_sizes(client: Any, mnist: Dataset) -> None:
@@ -224,34 +236,12 @@ async def _load(base: str, images: list[bytes], count: int, clients: int) -> lis
     return statuses
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_e2e_a_real_server_answers_and_stops_on_sigterm(
     detector_dir: Path, mnist: Dataset, tmp_path: Path
 ) -> None:
     import httpx
 
-    port = free_port()
-    command = [sys.executable, "-m", "ae_anomaly", "serve", "--detector", str(detector_dir)]
-    server = subprocess.Popen(
-        [*command, "--port", str(port), "--device", "cpu"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
+    with running_server(detector_dir) as (server, base):
         files = [("file", ("d.png", png(mnist.test_images[0]), "image/png"))]
         response = httpx.post(f"{base}/v1/score", files=files, timeout=30)
         assert response.status_code == 200 and len(response.json()["results"]) == 1
@@ -260,10 +250,34 @@ def test_e2e_a_real_server_answers_and_stops_on_sigterm(
         assert statuses == [200] * 100
         passes = httpx.get(f"{base}/metrics").text
         assert 'ae_anomaly_requests_total{path="/v1/score",status="200"} 101.0' in passes
-    finally:
         server.send_signal(signal.SIGTERM)
         code = server.wait(timeout=30)
     # uvicorn shuts down gracefully, then re-raises the signal it caught (0 before 0.29).
     assert code in (0, -signal.SIGTERM), (
         server.stderr.read().decode()[-2000:] if server.stderr else ""
     )
+
+
+def test_e2e_sigterm_finishes_the_requests_in_flight(detector_dir: Path, mnist: Dataset) -> None:
+    import httpx
+
+    # Each request waits up to a second for company: SIGTERM arrives while all wait.
+    with running_server(detector_dir, "--max-wait-ms", "1000") as (server, base):
+        body = png(mnist.test_images[0])
+
+        async def send_then_stop() -> list[int]:
+            async with httpx.AsyncClient(timeout=30) as http:
+                sent = [
+                    asyncio.create_task(
+                        http.post(f"{base}/v1/score", files={"file": ("d.png", body)})
+                    )
+                    for _ in range(8)
+                ]
+                await asyncio.sleep(0.4)
+                server.send_signal(signal.SIGTERM)
+                return [(await task).status_code for task in sent]
+
+        statuses = asyncio.run(send_then_stop())
+        code = server.wait(timeout=30)
+    assert statuses == [200] * 8
+    assert code in (0, -signal.SIGTERM)

@@ -3,7 +3,8 @@
 Endpoints: ``/healthz`` (the process runs), ``/readyz`` (the detector is loaded and
 warm), ``/v1/model`` (what the detector is), ``POST /v1/score`` (multipart ``file``
 fields or JSON base64 images; ``?maps=true`` adds error maps and reconstructions),
-``/metrics`` (Prometheus text) and the OpenAPI docs at ``/docs``. A client's mistake
+``/metrics`` (Prometheus text), the OpenAPI docs at ``/docs`` and the page at ``/``
+(page.py). A client's mistake
 is a 4xx with ``{"error": "<one sentence>"}``; concurrent requests are scored together
 (batching.py), off the event loop.
 """
@@ -31,6 +32,7 @@ from ae_anomaly.detector.files import META_FILE
 from ae_anomaly.errors import UserError
 from ae_anomaly.serve.batching import MicroBatcher
 from ae_anomaly.serve.inputs import BadInput, decode, from_json
+from ae_anomaly.serve.page import add_page, is_public
 from ae_anomaly.serve.settings import ServeSettings
 
 
@@ -75,6 +77,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
 
     app = FastAPI(title="ae-anomaly", version=__version__, lifespan=lifespan)
     app.add_middleware(_Guard, settings=settings, metrics=metrics)
+    add_page(app)
 
     @app.exception_handler(BadInput)
     async def bad_input(request: Request, exc: BadInput) -> Response:
@@ -118,10 +121,13 @@ def create_app(settings: ServeSettings) -> FastAPI:
         if maps:
             reconstructions, error_maps = await asyncio.to_thread(detector.reconstruct, images)
             kind = detector.error_map_kind()
-            for result, recon, error in zip(results, reconstructions, error_maps, strict=True):
+            for result, image, recon, error in zip(
+                results, images, reconstructions, error_maps, strict=True
+            ):
                 # Drawn as `ae-anomaly score --error-maps` draws them: in pixel units.
                 result["error_map"] = _base64(error_map_png(error, kind))
                 result["reconstruction"] = _base64(image_png(recon))
+                result["input"] = _base64(image_png(image / 255.0))  # as the detector saw it
         return JSONResponse({"results": results})
 
     @app.get("/metrics")
@@ -148,7 +154,7 @@ class _Guard(BaseHTTPMiddleware):
 
     async def _answer(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
         token = self.settings.token
-        guarded = bool(token) and request.url.path != "/healthz"
+        guarded = bool(token) and not is_public(request.url.path)
         if guarded and request.headers.get("authorization") != f"Bearer {token}":
             return _error(401, "a bearer token is required: Authorization: Bearer <token>")
         length = request.headers.get("content-length")
@@ -204,6 +210,7 @@ def _description(detector: AutoencoderDetector, settings: ServeSettings) -> dict
             "epochs_run": training["epochs_run"],
             "best_epoch": training["best_epoch"],
         },
+        "limits": {"max_files": settings.max_files, "max_upload_mb": settings.max_upload_mb},
         "package_version": __version__,
         "weights_sha256": meta.get("weights_sha256"),
     }
