@@ -140,6 +140,29 @@ def test_bad_input_is_a_4xx_with_one_sentence(
     assert says.lower() in error.lower() and "\n" not in error and "Traceback" not in error
 
 
+def _bomb() -> bytes:
+    """A 200-byte PNG that says it is 50,000 x 50,000 pixels (2.5 GB once decoded)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    header = struct.pack(">IIBBBBB", 50_000, 50_000, 8, 0, 0, 0, 0)
+    pixels = zlib.compress(b"\0" * 1000)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    )
+
+
+def test_a_decompression_bomb_is_refused_before_it_is_decoded(client: Any) -> None:
+    response = client.post("/v1/score", files=[("file", ("bomb.png", _bomb(), "image/png"))])
+    assert response.status_code == 400
+    assert "bomb.png" in response.json()["error"] and "pixels" in response.json()["error"]
+
+
 def test_limits_on_size_and_count(detector_dir: Path) -> None:
     settings = ServeSettings(detector_dir, max_upload_mb=0.001, max_files=2, device="cpu")
     with TestClient(create_app(settings)) as small:
@@ -179,6 +202,11 @@ def test_metrics_count_requests_and_batch_sizes(client: Any, mnist: Dataset) -> 
     text = client.get("/metrics").text
     assert 'ae_anomaly_requests_total{path="/v1/score",status="200"}' in text
     assert "ae_anomaly_batch_images_bucket" in text and "ae_anomaly_request_seconds" in text
+    # Unknown paths share one label: a scanner cannot grow the metrics without bound.
+    for path in ("/nope", "/wp-admin", "/x/y"):
+        assert client.get(path).status_code == 404
+    text = client.get("/metrics").text
+    assert 'path="other",status="404"}' in text and "wp-admin" not in text
 
 
 def test_concurrent_requests_are_scored_together() -> None:
@@ -250,6 +278,9 @@ def test_e2e_a_real_server_answers_and_stops_on_sigterm(
         assert statuses == [200] * 100
         passes = httpx.get(f"{base}/metrics").text
         assert 'ae_anomaly_requests_total{path="/v1/score",status="200"} 101.0' in passes
+        # Concurrent requests shared forward passes.
+        count = next(line for line in passes.splitlines() if "batch_images_count" in line)
+        assert float(count.split()[-1]) < 101, count
         server.send_signal(signal.SIGTERM)
         code = server.wait(timeout=30)
     # uvicorn shuts down gracefully, then re-raises the signal it caught (0 before 0.29).

@@ -23,7 +23,8 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ae_anomaly import __version__
 from ae_anomaly.deploy.batch import error_map_png, image_png
@@ -137,30 +138,55 @@ def create_app(settings: ServeSettings) -> FastAPI:
     return app
 
 
-class _Guard(BaseHTTPMiddleware):
-    """The token, the upload limit, one-sentence errors and the request metrics."""
+class _Guard:
+    """The token, the upload limit and the request metrics, as plain ASGI middleware.
 
-    def __init__(self, app: Any, settings: ServeSettings, metrics: _Metrics) -> None:
-        super().__init__(app)
-        self.settings, self.metrics = settings, metrics
+    (Starlette's BaseHTTPMiddleware would cost a task and a stream per request.)
+    """
 
-    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+    def __init__(self, app: ASGIApp, settings: ServeSettings, metrics: _Metrics) -> None:
+        self.app, self.settings, self.metrics = app, settings, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
         started = time.perf_counter()
-        response = await self._answer(request, call_next)
-        path = request.url.path
-        self.metrics.requests.labels(path, str(response.status_code)).inc()
-        self.metrics.latency.labels(path).observe(time.perf_counter() - started)
-        return response
+        status = 500
 
-    async def _answer(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        async def send_noting_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        refusal = self._refusal(scope["path"], Headers(scope=scope))
+        try:
+            await (refusal or self.app)(scope, receive, send_noting_status)
+        finally:
+            path = _route(scope["path"])
+            self.metrics.requests.labels(path, str(status)).inc()
+            self.metrics.latency.labels(path).observe(time.perf_counter() - started)
+
+    def _refusal(self, path: str, headers: Headers) -> Response | None:
         token = self.settings.token
-        guarded = bool(token) and not is_public(request.url.path)
-        if guarded and request.headers.get("authorization") != f"Bearer {token}":
+        if token and not is_public(path) and headers.get("authorization") != f"Bearer {token}":
             return _error(401, "a bearer token is required: Authorization: Bearer <token>")
-        length = request.headers.get("content-length")
+        length = headers.get("content-length")
         if length and length.isdigit() and int(length) > self.settings.max_upload_mb * 2**20:
             return _error(413, f"the request is larger than {self.settings.max_upload_mb:g} MB")
-        return await call_next(request)
+        return None
+
+
+_ROUTES = ("/", "/healthz", "/readyz", "/v1/model", "/v1/score", "/metrics", "/docs")
+
+
+def _route(path: str) -> str:
+    """The metrics' path label: a known route, or one label for all others (a scanner's
+    thousand paths must not become a thousand series)."""
+    if path in _ROUTES:
+        return path
+    return "/static" if path.startswith("/static/") else "other"
 
 
 async def _uploads(request: Request, settings: ServeSettings) -> list[tuple[str, bytes]]:
