@@ -163,6 +163,25 @@ def test_a_decompression_bomb_is_refused_before_it_is_decoded(client: Any) -> No
     assert "bomb.png" in response.json()["error"] and "pixels" in response.json()["error"]
 
 
+def test_a_failure_of_the_server_is_a_500_with_one_sentence(
+    detector_dir: Path, monkeypatch: pytest.MonkeyPatch, mnist: Dataset
+) -> None:
+    warm_up = AutoencoderDetector.decision_function
+
+    def out_of_memory(self: Any, images: np.ndarray) -> np.ndarray:
+        if not images.any():  # the warm-up pass at start-up succeeds
+            return warm_up(self, images)
+        raise RuntimeError("CUDA out of memory\n  a long story")
+
+    monkeypatch.setattr(AutoencoderDetector, "decision_function", out_of_memory)
+    app = create_app(ServeSettings(detector_dir, device="cpu"))
+    with TestClient(app, raise_server_exceptions=False) as failing:
+        files = [("file", ("d.png", png(mnist.test_images[0]), "image/png"))]
+        response = failing.post("/v1/score", files=files)
+    assert response.status_code == 500
+    assert response.json() == {"error": "the server failed to answer (RuntimeError)"}
+
+
 def test_limits_on_size_and_count(detector_dir: Path) -> None:
     settings = ServeSettings(detector_dir, max_upload_mb=0.001, max_files=2, device="cpu")
     with TestClient(create_app(settings)) as small:

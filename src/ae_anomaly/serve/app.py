@@ -88,6 +88,11 @@ def create_app(settings: ServeSettings) -> FastAPI:
     async def user_error(request: Request, exc: UserError) -> Response:
         return _error(400, str(exc))
 
+    @app.exception_handler(Exception)
+    async def server_error(request: Request, exc: Exception) -> Response:
+        # The server's own failure: one sentence to the client, the traceback to the log.
+        return _error(500, f"the server failed to answer ({type(exc).__name__})")
+
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
