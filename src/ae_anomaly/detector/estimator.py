@@ -34,6 +34,7 @@ from torch import nn
 from ae_anomaly.data.tensors import to_image_tensor
 from ae_anomaly.errors import UndertrainedWarning, UserError
 from ae_anomaly.estimator.base import ImageEstimator, placed, seeded
+from ae_anomaly.nn import distributed
 from ae_anomaly.nn.callbacks import Callback, EarlyStopping, TrainState, UndertrainedCheck
 from ae_anomaly.nn.checkpoint import Checkpoint
 from ae_anomaly.nn.device import select_device
@@ -165,6 +166,11 @@ class AutoencoderDetector(ModelParams, ScoreParams, AutoencoderTraining, ImageEs
 
     def _check_enough(self, n_train: int, n_val: int) -> None:
         """Refuse, before any training, what the score would refuse after it."""
+        ranks = distributed.world_size()
+        if n_val < ranks:
+            raise UserError(
+                f"{ranks} processes need at least {ranks} validation images, not {n_val}"
+            )
         terms = term_classes(self.score_)
         if len(terms) > 1 and n_val < 2:
             raise UserError(
@@ -261,14 +267,20 @@ class AutoencoderDetector(ModelParams, ScoreParams, AutoencoderTraining, ImageEs
         """
         codes = None
         if uses_code(self.score_):
-            codes = torch.cat(
-                [c for _, [(_, c)] in self._batches(images, [network]) if c is not None]
+            codes = distributed.over_ranks(
+                images,
+                lambda part: torch.cat(
+                    [c for _, [(_, c)] in self._batches(part, [network]) if c is not None]
+                ),
             )
         seed = member_seed(self.seed, member)
         local = self._grid() is not None
         scorer = Scorer.fitted(self.score_, codes, seed, local).to(self.device_)
-        values = torch.cat(
-            [scorer.term_values(x, *outputs[0]) for x, outputs in self._batches(val, [network])]
+        values = distributed.over_ranks(
+            val,
+            lambda part: torch.cat(
+                [scorer.term_values(x, *out[0]) for x, out in self._batches(part, [network])]
+            ),
         )
         scorer.calibrate(values)
         return scorer, values

@@ -3,7 +3,9 @@
 The file holds the weights, the best weights, the optimizer state and the progress
 (as JSON metadata), all in one safetensors file written atomically, so it is complete
 or absent. The ``Checkpoint`` callback writes it and, on resume, reads it back before
-the first epoch; an ensemble's member i > 0 keeps its file in ``member-i/``.
+the first epoch; an ensemble's member i > 0 keeps its file in ``member-i/``. Over
+several processes (distributed.py) rank 0 alone writes and reads it, and hands what it
+read to the others.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from safetensors.torch import save_file
 
 from ae_anomaly.errors import UserError
 from ae_anomaly.fileio import atomic_write
+from ae_anomaly.nn import distributed
 from ae_anomaly.nn.callbacks import Callback, EpochRecord, Fit, TrainState
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
@@ -36,11 +39,32 @@ class Checkpoint(Callback):
 
     def on_fit_start(self, fit: Fit) -> None:
         folder = self.folder(fit.member)
-        if self.resume and (folder / CHECKPOINT_NAME).exists():
-            fit.state = load_checkpoint(folder, fit.model, fit.optimizer)
+
+        def read() -> dict[str, Any] | None:
+            if not (self.resume and (folder / CHECKPOINT_NAME).exists()):
+                return None
+            state = load_checkpoint(folder, fit.model, fit.optimizer)
+            if not distributed.active():
+                return {"state": state}
+            # On the CPU, so that a tensor does not arrive on rank 0's GPU.
+            state.best_weights = _on_cpu(state.best_weights)
+            return {
+                "state": state,
+                "model": _on_cpu(fit.model.state_dict()),
+                "optimizer": _on_cpu(fit.optimizer.state_dict()),
+            }
+
+        restored = distributed.from_main(read)
+        if restored is None:
+            return
+        if not distributed.is_main():
+            fit.model.load_state_dict(restored["model"])
+            fit.optimizer.load_state_dict(restored["optimizer"])
+        fit.state = restored["state"]
 
     def on_epoch_end(self, fit: Fit, record: EpochRecord) -> None:
-        save_checkpoint(self.folder(fit.member), fit.model, fit.optimizer, fit.state)
+        if distributed.is_main():
+            save_checkpoint(self.folder(fit.member), fit.model, fit.optimizer, fit.state)
 
 
 def save_checkpoint(
@@ -95,6 +119,17 @@ def load_checkpoint(
         ) from None
     except (SafetensorError, OSError, KeyError, TypeError, ValueError) as exc:
         raise UserError(f"cannot resume from checkpoint {path}: {_first_line(exc)}") from None
+
+
+def _on_cpu(tree: Any) -> Any:
+    """``tree`` (dicts and lists of tensors) with every tensor copied to the CPU."""
+    if isinstance(tree, torch.Tensor):
+        return tree.detach().cpu()
+    if isinstance(tree, dict):
+        return {k: _on_cpu(v) for k, v in tree.items()}
+    if isinstance(tree, list | tuple):
+        return type(tree)(_on_cpu(v) for v in tree)
+    return tree
 
 
 def _first_line(exc: BaseException, limit: int = 160) -> str:

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ae_anomaly.errors import UserError
+from ae_anomaly.nn import distributed
 from ae_anomaly.nn.callbacks import Callback, EpochRecord, Fit, TrainState
 from ae_anomaly.params import AUTO_MIN_STEPS, TrainingParams, resolved_epochs
 
@@ -86,24 +88,43 @@ def train(
     state = TrainState(best_weights=copy.deepcopy(model.state_dict()))
     fit = Fit(model, optimizer, state, member=member, members=members)
     _call(callbacks, "on_fit_start", fit)
-    while fit.state.epochs_done < _epochs(params) and not fit.state.stop:
-        epoch = fit.state.epochs_done + 1
-        started = time.perf_counter()
-        if params.lr_decay != 1.0:
-            for group in optimizer.param_groups:
-                group["lr"] = params.learning_rate * params.lr_decay ** (epoch - 1)
-        train_loss = _train_epoch(fit, train_images, params, task, seed, epoch, callbacks)
-        # Positional: tests replace evaluate_loss with a stand-in taking *args.
-        val_loss = evaluate_loss(model, val_images, params.batch_size, task)
-        record = EpochRecord(epoch, train_loss, val_loss, time.perf_counter() - started)
-        fit.state.history.append(record)
-        if val_loss < fit.state.best_val_loss:
-            fit.state.best_epoch, fit.state.best_val_loss = epoch, val_loss
-            fit.state.best_weights = copy.deepcopy(model.state_dict())
-        _call(callbacks, "on_epoch_end", fit, record)
+    # Wrapped after a resume restored the weights: DDP starts every rank from rank 0's.
+    forward = distributed.wrapped(model)
+    with distributed.synced_batch_norm(model):
+        while fit.state.epochs_done < _epochs(params) and not fit.state.stop:
+            _run_epoch(fit, forward, train_images, val_images, params, task, seed, callbacks)
     model.load_state_dict(fit.state.best_weights)
     _call(callbacks, "on_fit_end", fit)
     return fit.state
+
+
+def _run_epoch(
+    fit: Fit,
+    forward: nn.Module,
+    train_images: torch.Tensor,
+    val_images: torch.Tensor,
+    params: TrainingParams,
+    task: Task,
+    seed: int,
+    callbacks: Sequence[Callback],
+) -> None:
+    """One epoch: train, validate, keep the best weights, tell the callbacks."""
+    model, optimizer = fit.model, fit.optimizer
+    epoch = fit.state.epochs_done + 1
+    started = time.perf_counter()
+    if params.lr_decay != 1.0:
+        for group in optimizer.param_groups:
+            group["lr"] = params.learning_rate * params.lr_decay ** (epoch - 1)
+    train_loss = _train_epoch(fit, forward, train_images, params, task, seed, epoch, callbacks)
+    distributed.share_buffers(model)
+    # Positional: tests replace evaluate_loss with a stand-in taking *args.
+    val_loss = evaluate_loss(model, val_images, params.batch_size, task)
+    record = EpochRecord(epoch, train_loss, val_loss, time.perf_counter() - started)
+    fit.state.history.append(record)
+    if val_loss < fit.state.best_val_loss:
+        fit.state.best_epoch, fit.state.best_val_loss = epoch, val_loss
+        fit.state.best_weights = copy.deepcopy(model.state_dict())
+    _call(callbacks, "on_epoch_end", fit, record)
 
 
 def _epochs(params: TrainingParams) -> int:
@@ -119,6 +140,7 @@ def _call(callbacks: Sequence[Callback], hook: str, *args: object) -> None:
 
 def _train_epoch(
     fit: Fit,
+    forward: nn.Module,
     images: torch.Tensor,
     params: TrainingParams,
     task: Task,
@@ -132,19 +154,22 @@ def _train_epoch(
     # exactly as an uninterrupted one without saving any RNG state.
     generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     draws = len(images) * task.repeats
-    # Each image ``repeats`` times, in random order (once each, as before, for 1).
+    # Each image ``repeats`` times, in random order (once each, as before, for 1); the
+    # same order on every rank, each taking its share of every batch.
     order = (torch.randperm(draws, generator=generator) % len(images)).to(images.device)
-    # A last batch of one image is left out: batch-norm over a dense code (conv-dense)
-    # cannot normalise a single value; shuffling puts that image in other batches.
-    if draws > 1 and draws % params.batch_size == 1:
-        draws -= 1
+    draws = _usable_draws(draws, params.batch_size)
+    # Random changes of a batch (crops, augmentations) differ between ranks; rank 0 (and
+    # a single process) draws them from the epoch's generator, as it always did.
+    if distributed.rank() > 0:
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch + distributed.rank())
     n_batches = math.ceil(draws / params.batch_size)
     _call(callbacks, "on_epoch_start", fit, epoch, n_batches)
     total, count = 0.0, 0
+    mine = slice(distributed.rank(), None, distributed.world_size())
     for step, start in enumerate(range(0, draws, params.batch_size)):
         if params.schedule == "cosine":
             _set_cosine_rate(optimizer, params, (epoch - 1) * n_batches + step, n_batches)
-        index = order[start : start + params.batch_size]
+        index = order[start : start + params.batch_size][mine]
         batch = images[index]
         if task.augment is not None:
             batch = task.augment(batch, generator)
@@ -152,14 +177,35 @@ def _train_epoch(
         target = batch if task.train_targets is None else task.train_targets[index]
         if task.restore is not None:
             batch, target = task.restore(batch, generator)
-        loss = task.loss(model(batch), target)
+        loss = task.loss(forward(batch), target)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         total += loss.item() * len(batch)
         count += len(batch)
         _call(callbacks, "on_batch_end", fit, total / count)
-    return total / count
+    total, seen = distributed.summed(total, count)  # over every rank's share
+    return total / seen
+
+
+def _usable_draws(draws: int, batch_size: int) -> int:
+    """How many of an epoch's draws make batches: all but a last batch too small to split.
+
+    A last batch of one image is left out: batch-norm over a dense code (conv-dense)
+    cannot normalise a single value; shuffling puts that image in other batches. Over
+    several ranks, each needs two images of every batch for the same reason."""
+    ranks = distributed.world_size()
+    if ranks > 1 and batch_size < 2 * ranks:
+        raise UserError(
+            f"a batch of {batch_size} images cannot be shared by {ranks} processes (each needs "
+            "two): raise the batch size"
+        )
+    last = draws % batch_size
+    if draws > 1 and 0 < last < 2 * ranks:
+        draws -= last
+    if draws == 0:
+        raise UserError(f"{ranks} processes need at least {2 * ranks} training images")
+    return draws
 
 
 def _set_cosine_rate(
@@ -179,12 +225,16 @@ def evaluate_loss(model: nn.Module, images: torch.Tensor, batch_size: int, task:
     model.eval()
     total = 0.0
     step = batch_size * 4
+    # Over several ranks each takes its share; the sums make the same loss on every rank.
+    rows = distributed.shard(len(images)).to(images.device)
     with torch.inference_mode():
-        for start in range(0, len(images), step):
-            batch = images[start : start + step]
+        for start in range(0, len(rows), step):
+            index = rows[start : start + step]
+            batch = images[index]
             targets = task.val_targets
-            target = batch if targets is None else targets[start : start + step]
+            target = batch if targets is None else targets[index]
             total += task.loss(model(batch), target).item() * len(batch)
+    total, _ = distributed.summed(total, 0.0)
     return total / len(images)
 
 

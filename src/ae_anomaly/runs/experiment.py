@@ -21,6 +21,7 @@ from ae_anomaly.config import RunConfig, read_yaml, validate_config
 from ae_anomaly.detector.estimator import AutoencoderDetector
 from ae_anomaly.errors import UserError
 from ae_anomaly.fileio import write_json, write_yaml
+from ae_anomaly.nn import distributed
 from ae_anomaly.nn.callbacks import Callback
 from ae_anomaly.nn.device import torch_threads
 from ae_anomaly.nn.patches import patch_size_for
@@ -57,7 +58,9 @@ def run_experiment(
     it, so a rerun from that file repeats the scores exactly."""
     threads = config.threads or (_saved_threads(out) if resume else None)
     config = config.model_copy(update={"threads": threads or torch.get_num_threads()})
-    with torch_threads(config.threads or 1):
+    # Started by torchrun: one of several processes training one detector (see
+    # nn/distributed.py); rank 0 alone writes the run folder.
+    with torch_threads(config.threads or 1), distributed.session(config.device):
         return _run(config, out, overwrite=overwrite, resume=resume, callbacks=callbacks)
 
 
@@ -80,10 +83,14 @@ def _run(
 ) -> RunResult:
     started = time.perf_counter()
     folder = RunFolder(out)
+
+    def check() -> None:
+        folder.check(overwrite=overwrite, resume=resume)
+        if resume:
+            check_resumable(folder, config)
+
     # Everything that can be refused cheaply is refused before the data is read.
-    folder.check(overwrite=overwrite, resume=resume)
-    if resume:
-        check_resumable(folder, config)
+    distributed.from_main(check)
     data = prepare_data(config)
     if data.test is None and config.detector.threshold_data == "test-normal":
         raise UserError(
@@ -98,7 +105,16 @@ def _run(
     build_network(
         config.model, shape if patch is None else (shape[0], patch, patch), **config.model_args
     )
-    resuming = folder.prepare(overwrite=overwrite, resume=resume)
+    resuming = distributed.from_main(lambda: folder.prepare(overwrite=overwrite, resume=resume))
+    if not distributed.is_main():
+        # The other ranks train with rank 0, which writes everything.
+        detector_from_config(config).fit(
+            data.train,
+            validation=data.val,
+            checkpoint_dir=folder.work / CHECKPOINT_DIR,  # read by rank 0 alone
+            resume=resuming,
+        )
+        return RunResult(folder.work, {}, time.perf_counter() - started)
     try:
         return _train_and_write(config, data, folder, resuming, callbacks, started)
     except OSError as exc:  # a full disk, a folder made read-only half-way
