@@ -176,15 +176,18 @@ class _SyncedStatistics:
             return super().forward(x)  # type: ignore[misc,no-any-return]
         dims = [0, *range(2, x.ndim)]
         shape = [1, -1, *[1] * (x.ndim - 2)]
-        # The sums and the image count in one message, the squares about the mean in a
-        # second (two passes: steadier than the mean of squares minus the squared mean).
         channels = x.shape[1]
-        count = torch.full((1,), x.numel() // channels, dtype=x.dtype, device=x.device)
-        sums = _Summed.apply(torch.cat([x.sum(dims), count]))
-        count = sums[channels:].detach()
-        mean = sums[:channels] / count
+        # One message per layer and pass: each rank's count, sums and sums of squares
+        # (from its own steady mean and variance, combined in float64).
+        var, mean = torch.var_mean(x, dim=dims, correction=0)
+        n = x.numel() // channels
+        local = torch.cat([n * mean, n * (var + mean * mean), mean.new_full((1,), n)])
+        total = _Summed.apply(local.double())
+        count = total[-1].detach()
+        mean64 = total[:channels] / count
+        var64 = (total[channels:-1] / count - mean64 * mean64).clamp(min=0)
+        mean, var = mean64.to(x.dtype), var64.to(x.dtype)
         centred = x - mean.view(shape)
-        var = _Summed.apply((centred * centred).sum(dims)) / count
         self._track(mean.detach(), var.detach(), count)
         normalised = centred * torch.rsqrt(var + self.eps).view(shape)
         if self.affine:
