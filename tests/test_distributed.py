@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
@@ -177,3 +178,67 @@ def test_e2e_a_killed_two_process_run_resumes_exactly(runs: dict[str, Any]) -> N
     assert (root / "resumed" / "scores.csv").read_bytes() == (
         root / "two" / "scores.csv"
     ).read_bytes()
+
+
+# -- scoring over several processes ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def scoring_inputs(
+    shared_data_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, list[str]]:
+    """A saved detector, and inputs: two folders of PNGs (one file unreadable) and an array."""
+    import warnings
+
+    from PIL import Image
+
+    from ae_anomaly import AutoencoderDetector
+    from ae_anomaly.data.sources import load_dataset
+
+    root = tmp_path_factory.mktemp("sharded")
+    mnist = load_dataset("mnist", data_dir=shared_data_dir)
+    detector = AutoencoderDetector(
+        model="conv-bn", score="mse", model_args={"channels": [4, 8]}, epochs=1, device="cpu"
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        detector.fit(mnist.train_images[:300])
+    detector.save(root / "detector")
+    for folder, start in (("a", 0), ("b/deeper", 300)):
+        (root / folder).mkdir(parents=True)
+        for i in range(start, start + 230):
+            Image.fromarray(mnist.test_images[i]).save(root / folder / f"{i:04d}.png")
+    (root / "a" / "0100.png").write_bytes(b"broken")
+    np.save(root / "digits.npy", mnist.test_images[600:777])
+    return root, ["a", "b", "digits.npy"]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_e2e_sharded_scoring_writes_the_rows_of_one_process(
+    scoring_inputs: tuple[Path, list[str]], fmt: str
+) -> None:
+    root, inputs = scoring_inputs
+    (root / "tmp").mkdir(exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(root / "tmp")}
+    flags = ["score", "--detector", "detector", *inputs, "--format", fmt, "--batch-size", "50"]
+    flags += ["--on-error", "skip", "--device", "cpu"]
+    alone = subprocess.run(
+        [*CLI, *flags, "--output", f"one.{fmt}"], cwd=root, env=env, capture_output=True, text=True
+    )
+    assert alone.returncode == 0, alone.stderr
+    shared = subprocess.run(
+        [*TORCHRUN, "-m", "ae_anomaly", *flags, "--output", f"two.{fmt}"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert shared.returncode == 0, shared.stderr[-3000:]
+    rows = (root / f"one.{fmt}").read_bytes()
+    assert rows.count(b"\n") == 230 * 2 - 1 + 177 + (fmt == "csv")
+    assert (root / f"two.{fmt}").read_bytes() == rows
+    # Rank 0 alone reports, and the skipped file is named once.
+    assert shared.stderr.count("skipped 1 unreadable file") == 1
+    assert shared.stderr.count("a/0100.png") == 1
+    # The part files are gone (torchrun keeps a folder of its own there).
+    assert not list((root / "tmp").glob("ae-anomaly-parts-*"))

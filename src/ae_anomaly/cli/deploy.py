@@ -72,11 +72,19 @@ def score(
 
     Writes one row per image: path, score, threshold, is_anomaly (1 = score
     above the threshold). Images are resized to the detector's input size and
-    converted to its channel count; arrays must already have its shape.
+    converted to its channel count; arrays must already have its shape. Under
+    torchrun, each process scores its share and rank 0 writes every row, in order.
     """
+    from ae_anomaly.nn.distributed import launched
+
+    if launched():
+        _score_over_ranks(
+            detector_dir, inputs, fmt, output, error_maps, on_error, batch_size, device, quiet
+        )
+        return
     from ae_anomaly.cli.progress import CountProgress
     from ae_anomaly.data.stream import count_images
-    from ae_anomaly.deploy.batch import describe_skipped, score_inputs
+    from ae_anomaly.deploy.batch import score_inputs
     from ae_anomaly.detector.estimator import AutoencoderDetector
     from ae_anomaly.fileio import atomic_write
 
@@ -105,17 +113,68 @@ def score(
             summaries.append(run_into(sys.stdout))
         else:
             atomic_write(output, lambda tmp: _write_scores(tmp, run_into, summaries))
-    summary = summaries[0]
+    _report(summaries[0], console, detector.threshold_, output)
+
+
+def _report(summary: ScoreSummary, console: Console, threshold: float, output: Path | None) -> None:
+    """The skipped files (always, on stderr) and the count of anomalies."""
+    from ae_anomaly.deploy.batch import describe_skipped
+
     for line in describe_skipped(summary.skipped):
         click.echo(line, err=True)
     if summary.skipped:
         count = len(summary.skipped)
         click.echo(f"skipped {count} unreadable file{'s' if count > 1 else ''}", err=True)
-    if not quiet:
-        console.print(
-            f"scored {summary.scored} images: {summary.anomalies} above the threshold "
-            f"{detector.threshold_:.5g}" + (f"; rows in {output}" if output else "")
+    console.print(
+        f"scored {summary.scored} images: {summary.anomalies} above the threshold "
+        f"{threshold:.5g}" + (f"; rows in {output}" if output else "")
+    )
+
+
+def _score_over_ranks(
+    detector_dir: Path,
+    inputs: tuple[str, ...],
+    fmt: str,
+    output: Path | None,
+    error_maps: Path | None,
+    on_error: str,
+    batch_size: int,
+    device: str,
+    quiet: bool,
+) -> None:
+    """``score`` as one of several processes (deploy/sharded.py); rank 0 writes."""
+    from ae_anomaly.deploy.sharded import score_sharded
+    from ae_anomaly.detector.estimator import AutoencoderDetector
+    from ae_anomaly.errors import UserError
+    from ae_anomaly.fileio import atomic_write
+    from ae_anomaly.nn import distributed
+
+    if error_maps is not None:
+        raise UserError("--error-maps needs a single process: run score without torchrun")
+
+    def write_output(write_rows: Callable[[TextIO], None]) -> None:
+        if output is None:
+            write_rows(sys.stdout)
+        else:
+            atomic_write(output, lambda tmp: _write_rows(tmp, write_rows))
+
+    with distributed.session(device):
+        detector = AutoencoderDetector.load(detector_dir, device=device)
+        summary = score_sharded(
+            detector,
+            list(inputs),
+            write_output,
+            fmt=cast("OutputFormat", fmt),
+            chunk_size=batch_size,
+            on_error=cast("OnError", on_error),
         )
+    if summary is not None:  # rank 0
+        _report(summary, Console(stderr=True, quiet=quiet), detector.threshold_, output)
+
+
+def _write_rows(path: Path, write_rows: Callable[[TextIO], None]) -> None:
+    with path.open("w", encoding="utf-8", newline="") as stream:
+        write_rows(stream)
 
 
 def _write_scores(

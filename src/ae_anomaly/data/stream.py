@@ -33,10 +33,12 @@ DEFAULT_CHUNK_SIZE = 256
 
 @dataclass(frozen=True, eq=False)
 class ImageChunk:
-    """One chunk of a stream: images (k, C, H, W), uint8 or float, and a name for each."""
+    """One chunk of a stream: images (k, C, H, W), uint8 or float, and a name for each;
+    ``index``: its place among all the stream's chunks (those of other shards included)."""
 
     images: np.ndarray
     names: list[str]
+    index: int = 0
 
 
 # -- listing --------------------------------------------------------------------------------
@@ -91,6 +93,7 @@ def iter_image_chunks(
     on_error: OnError = "fail",
     max_pixels: int = DEFAULT_MAX_PIXELS,
     skipped: list[Skipped] | None = None,
+    shard: tuple[int, int] = (0, 1),
 ) -> Iterator[ImageChunk]:
     """Stream ``inputs`` as chunks of at most ``chunk_size`` images of ``shape`` (C, H, W).
 
@@ -99,6 +102,9 @@ def iter_image_chunks(
     time: ``.npy`` files are memory-mapped, but an ``.npz`` is read whole (a
     zip member cannot be mapped), so very large arrays belong in ``.npy``.
     Skipped files are appended to ``skipped`` as they happen.
+
+    ``shard`` (rank, ranks): only every ranks-th chunk, from the rank-th, is read (the
+    others are only listed), so that several processes share the stream.
     """
     if chunk_size < 1:
         raise UserError(f"the chunk size must be at least 1, got {chunk_size}")
@@ -106,14 +112,26 @@ def iter_image_chunks(
     channels = check_channels(int(shape[0]))
     size = check_size((int(shape[1]), int(shape[2])), max_pixels)
     pending: list[Path] = []
+    rank, ranks = shard
+    counter = iter(range(2**62))  # every chunk's index, read by this shard or not
+
+    def mine() -> int | None:
+        index = next(counter)
+        return index if index % ranks == rank else None
 
     def flush() -> Iterator[ImageChunk]:
+        if not pending:
+            return
+        index = mine()
+        if index is None:
+            pending.clear()
+            return
         read = read_images(pending, size, channels, on_error, max_pixels)
         pending.clear()
         if skipped is not None:
             skipped.extend(read.skipped)
         if read.paths:
-            yield ImageChunk(read.images, read.paths)
+            yield ImageChunk(read.images, read.paths, index)
 
     for path in iter_input_files(inputs):
         if not is_array_file(path):
@@ -129,7 +147,9 @@ def iter_image_chunks(
                 f"takes {(channels, *size)} and arrays are not resized"
             )
         for start in range(0, len(array), chunk_size):
+            if (index := mine()) is None:
+                continue
             part = np.array(array[start : start + chunk_size])  # a copy: the mmap stays cold
             names = [f"{path}[{i}]" for i in range(start, start + len(part))]
-            yield ImageChunk(part, names)
+            yield ImageChunk(part, names, index)
     yield from flush()
