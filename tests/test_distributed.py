@@ -242,3 +242,30 @@ def test_e2e_sharded_scoring_writes_the_rows_of_one_process(
     assert shared.stderr.count("a/0100.png") == 1
     # The part files are gone (torchrun keeps a folder of its own there).
     assert not list((root / "tmp").glob("ae-anomaly-parts-*"))
+
+
+def test_e2e_the_benchmark_spreads_its_cells_over_the_processes(
+    shared_data_dir: Path, tmp_path: Path
+) -> None:
+    """Each rank trains cells of its own, alone: the cells are those of one process."""
+    env = cli_env(shared_data_dir, tmp_path / "cache")
+    flags = ["benchmark", "--classes", "1,7", "--seeds", "2", "--train-limit", "300"]
+    flags += ["--test-limit", "300", "--epochs", "1", "--batch-size", "64", "--threads", "1"]
+    alone = subprocess.run(
+        [*CLI, *flags, "--out", "one"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    shared = subprocess.run(
+        [*TORCHRUN, "-m", "ae_anomaly", *flags, "--out", "two"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert shared.returncode == 0, shared.stderr[-3000:]
+    one, two = (json.loads((tmp_path / r / "benchmark.json").read_text()) for r in ("one", "two"))
+    strip = ("train_seconds", "score_seconds")
+    assert [{k: v for k, v in c.items() if k not in strip} for c in two["cells"]] == [
+        {k: v for k, v in c.items() if k not in strip} for c in one["cells"]
+    ]
+    assert shared.stdout.count("Published mean AUROC") == 1  # rank 0 alone reports

@@ -223,7 +223,7 @@ def test_default_size_is_the_most_common_one(tmp_path: Path) -> None:
     assert data.train_images.shape == (5, 1, 16, 12)
     assert data.test is not None and data.test.images.shape == (1, 1, 16, 12)
     assert (data.train_images[3:] == 100).all()  # a flat image stays flat when resized
-    assert data.test.images.max() == 50
+    assert data.test.images[:].max() == 50
     explicit = load_image_folder(tmp_path, size=(8, 8))
     assert explicit.train_images.shape == (5, 1, 8, 8)
 
@@ -513,26 +513,25 @@ def test_an_array_header_that_claims_more_than_the_file_holds_is_refused(tmp_pat
         load_array(tmp_path / "huge.npy")
 
 
-def test_a_folder_too_large_for_memory_is_refused_before_it_is_read(
+def test_a_folder_too_large_for_the_image_cache_is_refused_before_it_is_read(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from ae_anomaly.data import memory
+    from ae_anomaly.data import image_cache
 
+    monkeypatch.setenv("AE_ANOMALY_CACHE", str(tmp_path / "cache"))
     folder = tmp_path / "big"
     for i in range(4):
         (folder / "train").mkdir(parents=True, exist_ok=True)
         Image.fromarray(np.full((40, 50), i * 60, np.uint8)).save(folder / "train" / f"{i}.png")
-    (folder / "test" / "normal").mkdir(parents=True)
-    Image.fromarray(np.zeros((40, 50), np.uint8)).save(folder / "test" / "normal" / "a.png")
-    # 4 training images of 2,000 values at 9 bytes each, and a test image at 5 bytes each.
-    assert memory.dataset_bytes(4, 1, 2000) == 4 * 2000 * 9 + 2000 * 5
-    monkeypatch.setattr(memory, "available_bytes", lambda: 4 * 2000 * 9 + 2000 * 5)
+    # 4 training images of 2,000 bytes each, decoded.
+    monkeypatch.setattr(image_cache, "free_bytes", lambda folder: 4 * 2000)
     assert load_image_folder(folder).train_images.shape == (4, 1, 40, 50)  # just fits
-    monkeypatch.setattr(memory, "available_bytes", lambda: 4 * 2000 * 9)
-    with pytest.raises(UserError, match=r"5 images of 40x50 with 1 channel\(s\) would need about"):
-        load_image_folder(folder)
+    monkeypatch.setattr(image_cache, "free_bytes", lambda folder: 4 * 2000 - 1)
+    with pytest.raises(UserError, match=r"would need 0\.0 GiB in the image cache"):
+        load_image_folder(folder, size=(41, 50))
     with pytest.raises(UserError, match="use a smaller --image-size"):
         load_image_folder(folder, size=(400, 500))
+    assert not list((tmp_path / "cache").rglob("*.partial"))
 
 
 def test_a_run_that_cannot_fit_ends_in_one_sentence_and_leaves_nothing(
@@ -541,16 +540,17 @@ def test_a_run_that_cannot_fit_ends_in_one_sentence_and_leaves_nothing(
     from click.testing import CliRunner
 
     from ae_anomaly.cli import cli
-    from ae_anomaly.data import memory
+    from ae_anomaly.data import image_cache
 
+    monkeypatch.setenv("AE_ANOMALY_CACHE", str(tmp_path / "cache"))
     folder = tmp_path / "big" / "train"
     folder.mkdir(parents=True)
     for i in range(3):
         Image.fromarray(np.full((20, 20), i * 80, np.uint8)).save(folder / f"{i}.png")
-    monkeypatch.setattr(memory, "available_bytes", lambda: 1000)
+    monkeypatch.setattr(image_cache, "free_bytes", lambda folder: 1000)
     out = tmp_path / "out"
     result = CliRunner().invoke(cli, ["run", "--dataset", str(tmp_path / "big"), "--out", str(out)])
     assert result.exit_code == 2
-    assert "of memory, more than the 0.0 GiB available" in result.output
+    assert "in the image cache" in result.output and "more than the 0.0 GiB free" in result.output
     assert "Traceback" not in result.output
     assert not out.exists() and not out.with_name("out.incomplete").exists()

@@ -27,7 +27,7 @@ def test_split_trains_on_the_normal_class_only(fashion: Dataset) -> None:
     assert len(data.val) == 600
     # Every training image is a sneaker: compare pixel sums with the dataset's sneakers.
     sneaker_sums = set(fashion.train_images[fashion.train_labels == SNEAKER].sum(axis=(1, 2)))
-    train_sums = np.rint(data.train.numpy().sum(axis=(1, 2, 3)) * 255).astype(int)
+    train_sums = np.rint(data.train[:].numpy().sum(axis=(1, 2, 3)) * 255).astype(int)
     assert set(train_sums.tolist()) <= {int(v) for v in sneaker_sums}
     test = data.test
     assert test is not None

@@ -35,7 +35,7 @@ def test_every_kept_image_of_both_splits_is_ranked(mnist: Dataset) -> None:
         assert torch.equal(ranked.images[mine][:, 0], expected)
         assert (ranked.label[mine] == labels[ranked.index[mine]]).all()
     # The ranked training images are exactly those the detector learns from.
-    train_pixels = {t.numpy().tobytes() for t in torch.cat([data.train, data.val])}
+    train_pixels = {t.numpy().tobytes() for t in torch.cat([data.train[:], data.val[:]])}
     ranked_train = {t.numpy().tobytes() for t in ranked.images[ranked.split == "train"]}
     assert ranked_train == train_pixels
 

@@ -215,9 +215,9 @@ def test_train_and_val_go_through_the_same_resampling(
     generator = torch.Generator().manual_seed(0)
     random_shifts(len(raw_train), generator)  # the training digits' shifts come first
     val_shifts = random_shifts(len(raw_val), generator)
-    expected = resample(raw_val, torch.zeros(len(raw_val)), factor, val_shifts)
+    expected = resample(raw_val[:], torch.zeros(len(raw_val)), factor, val_shifts)
     torch.testing.assert_close(scenario.val, expected, atol=1e-6, rtol=0)
-    assert not torch.equal(scenario.train, raw_train)
+    assert not torch.equal(scenario.train, raw_train[:])
 
 
 def test_split_is_disjoint_and_covers_the_limit() -> None:
@@ -243,6 +243,6 @@ def test_split_without_limit_uses_every_image() -> None:
     images = np.arange(50 * 4, dtype=np.uint8).reshape(50, 2, 2)
     train, val = split_normal(images, DataConfig(val_fraction=0.1), seed=0)
     assert (len(train), len(val)) == (45, 5)
-    together = torch.cat([train, val]).flatten(1)
+    together = torch.cat([train[:], val[:]]).flatten(1)
     expected = to_image_tensor(images).flatten(1)
     assert sorted(map(tuple, together.tolist())) == sorted(map(tuple, expected.tolist()))

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ae_anomaly.data.arrays import ARRAY_SUFFIXES, as_nchw, load_array
+from ae_anomaly.data.image_cache import DiskImages, cached_images
 from ae_anomaly.data.images import (
     DEFAULT_MAX_PIXELS,
     IMAGE_SUFFIXES,
@@ -43,13 +44,11 @@ from ae_anomaly.data.images import (
     is_image_file,
     list_image_files,
     open_image,
-    read_images,
     regular_only,
     unreadable_sentence,
     upright_size,
 )
 from ae_anomaly.data.masks import GROUND_TRUTH_DIR, read_masks
-from ae_anomaly.data.memory import check_fits, dataset_bytes
 from ae_anomaly.errors import UserError
 
 TRAIN_DIR = "train"
@@ -63,7 +62,7 @@ NORMAL_KINDS = (NORMAL_KIND, "good")
 class LabelledImages:
     """A test set: images (N, C, H, W) uint8, labels (1 = anomaly), kind and file of each."""
 
-    images: np.ndarray
+    images: np.ndarray | DiskImages
     labels: np.ndarray  # (N,) int64
     kinds: list[str]  # the test/ sub-folder each image came from
     paths: list[str]
@@ -75,7 +74,8 @@ class FolderDataset:
     """What ``load_image_source`` read: training images and the optional test set."""
 
     source: Path
-    train_images: np.ndarray  # (N, C, H, W) uint8 (array files: as stored, uint8 or float)
+    # (N, C, H, W) uint8 in the image cache (array files: as stored, uint8 or float)
+    train_images: np.ndarray | DiskImages
     train_paths: list[str]
     test: LabelledImages | None
     skipped: list[Skipped]
@@ -172,11 +172,11 @@ def load_image_folder(
     channels = _shared_channels(headers, train_dir) if channels is None else channels
     check_channels(channels)
     target = check_size(size if size is not None else _most_common_size(headers), max_pixels)
-    # Listed once: counted for the memory check, then read (checked in _load_test).
     test_files = _test_files(root / TEST_DIR) if (root / TEST_DIR).is_dir() else None
-    n_test = len(test_files.loose) + len(test_files.paths) if test_files else 0
-    _check_memory(len(headers), n_test, channels, target)
-    train = read_images([h.path for h in headers], target, channels, on_error, max_pixels)
+    # Decoded once into the image cache (on disk), read from there a batch at a time.
+    train = cached_images(
+        [h.path for h in headers], target, channels, on_error, max_pixels, image_cache_folder()
+    )
     skipped += train.skipped
     if len(train.paths) == 0:
         raise _unreadable_folder(train_dir, skipped)
@@ -190,16 +190,6 @@ def load_image_folder(
             )
             test = replace(test, masks=masks)
     return FolderDataset(root, train.images, train.paths, test, skipped)
-
-
-def _check_memory(n_train: int, n_test: int, channels: int, size: Size) -> None:
-    """Refuse, before reading, a folder whose images at ``size`` cannot fit in memory."""
-    height, width = size
-    check_fits(
-        dataset_bytes(n_train, n_test, channels * height * width),
-        f"{n_train + n_test} images of {height}x{width} with {channels} channel(s)",
-        "use a smaller --image-size, or fewer images",
-    )
 
 
 @dataclass(frozen=True)
@@ -240,7 +230,7 @@ def _load_test(
             f"{folder} holds no images; put normal test images in {folder / NORMAL_KIND} and "
             f"anomalies in {folder}/<anomaly kind>/, or remove it"
         )
-    read = read_images(paths, size, channels, on_error, max_pixels)
+    read = cached_images(paths, size, channels, on_error, max_pixels, image_cache_folder())
     if not read.paths:
         raise _unreadable_folder(folder, read.skipped)
     kind_of = dict(zip(map(str, paths), kinds, strict=True))
@@ -250,6 +240,13 @@ def _load_test(
 
 
 # -- the entry point for training -------------------------------------------------------------
+
+
+def image_cache_folder() -> Path:
+    """Where decoded images are kept (image_cache.py): under the package's cache folder."""
+    from ae_anomaly.data.sources import cache_root
+
+    return cache_root() / "images"
 
 
 def load_image_source(
@@ -274,14 +271,9 @@ def load_image_source(
     if path.suffix.lower() in ARRAY_SUFFIXES:
         if not path.is_file():
             raise UserError(f"{path} does not exist")
-        images = as_nchw(load_array(path))
-        n, c, h, w = images.shape
-        # The array is read already; what is left to fit is training's float copies.
-        check_fits(
-            dataset_bytes(n, 0, c * h * w) - images.nbytes,
-            f"training on the {n} images of {path}",
-            "use fewer images, or smaller ones",
-        )
+        # Mapped, not read: the images are read a batch at a time (.npz: read whole).
+        images = as_nchw(load_array(path, mmap=True))
+        _, c, h, w = images.shape
         if (size is not None and tuple(size) != (h, w)) or (channels not in (None, c)):
             raise UserError(
                 f"{path} holds images of {c} channel(s) and size {h}x{w}; arrays are not "

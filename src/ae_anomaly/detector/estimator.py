@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ae_anomaly.data.tensors import to_image_tensor
+from ae_anomaly.data.lazy_images import LazyImages, as_lazy_images
 from ae_anomaly.errors import UndertrainedWarning, UserError
 from ae_anomaly.estimator.base import ImageEstimator, placed, seeded
 from ae_anomaly.nn import distributed
@@ -114,11 +114,12 @@ class AutoencoderDetector(ModelParams, ScoreParams, AutoencoderTraining, ImageEs
             )
         training = self.validate_params()
         rule = parse_threshold(self.threshold)
-        images = to_image_tensor(X)
-        val = to_image_tensor(validation) if validation is not None else None
+        # Read a batch at a time as they are stored: no float copy of the whole set.
+        images = as_lazy_images(X)
+        val = as_lazy_images(validation) if validation is not None else None
         if val is None:
             train_index, val_index = self.held_out(len(images), "normal images")
-            images, val = images[train_index], images[val_index]
+            images, val = images.subset(train_index), images.subset(val_index)
         if val.shape[1:] != images.shape[1:]:
             raise UserError(
                 f"validation images have shape {tuple(val.shape[1:])}, "
@@ -141,8 +142,9 @@ class AutoencoderDetector(ModelParams, ScoreParams, AutoencoderTraining, ImageEs
         standard: list[Callback] = [stopping, check]
         if checkpoint_dir is not None:
             standard.append(Checkpoint(checkpoint_dir, resume=resume))
-        # In patch mode the validation loss is that of the tiles the images are scored by.
-        val_inputs = val if grid is None else grid.tiles(val)
+        # In patch mode the validation loss is that of the tiles the images are scored by
+        # (held as one tensor: patch mode's validation set is not read lazily).
+        val_inputs = val if grid is None else grid.tiles(val[:])
         trained = [
             self._train_member(member, images, val_inputs, training, task, [*standard, *callbacks])
             for member in range(self.members)
@@ -230,8 +232,8 @@ class AutoencoderDetector(ModelParams, ScoreParams, AutoencoderTraining, ImageEs
     def _train_member(
         self,
         member: int,
-        images: torch.Tensor,
-        val: torch.Tensor,
+        images: LazyImages,
+        val: LazyImages | torch.Tensor,
         training: AutoencoderTraining,
         task: Task,
         callbacks: Sequence[Callback],
@@ -256,7 +258,7 @@ class AutoencoderDetector(ModelParams, ScoreParams, AutoencoderTraining, ImageEs
         return network, state
 
     def _fit_scorer(
-        self, network: nn.Module, member: int, images: torch.Tensor, val: torch.Tensor
+        self, network: nn.Module, member: int, images: LazyImages, val: LazyImages
     ) -> tuple[Scorer, torch.Tensor]:
         """``network``'s score with its terms fitted on the training images (their codes)
         and calibrated on ``val``, and the (N, T) term values of ``val`` it was calibrated on.
@@ -375,7 +377,7 @@ class AutoencoderDetector(ModelParams, ScoreParams, AutoencoderTraining, ImageEs
         images are the tiles of whole images, image by image."""
         if networks is None:
             networks = networks_of(self._fitted_model())
-        images = to_image_tensor(X)
+        images = as_lazy_images(X)
         if tuple(images.shape[1:]) != self.input_shape_:
             raise UserError(
                 f"the detector was fitted on images of shape {self.input_shape_}, "

@@ -26,6 +26,7 @@ import torch.distributed as dist
 from torch import nn
 
 from ae_anomaly.errors import UserError
+from ae_anomaly.nn.images import ImageRows, rows_of
 
 T = TypeVar("T")
 
@@ -35,9 +36,39 @@ def launched() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
+_alone = False  # set by ``alone``: this process trains by itself for a while
+
+
 def active() -> bool:
-    """Whether this process is one of a group of more than one."""
+    """Whether this process is one of a group of more than one, working together."""
+    if _alone:
+        return False
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+@contextmanager
+def alone() -> Iterator[None]:
+    """In the block this process computes by itself, though in a group: each rank of a
+    benchmark trains cells of its own."""
+    global _alone
+    before, _alone = _alone, True
+    try:
+        yield
+    finally:
+        _alone = before
+
+
+def group_rank() -> tuple[int, int]:
+    """(rank, number of ranks) of this process's group, working together or not."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def barrier() -> None:
+    """Wait for every rank of the group (none alone)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
 
 
 def world_size() -> int:
@@ -99,15 +130,13 @@ def gathered(local: torch.Tensor, n: int) -> torch.Tensor:
     return out
 
 
-def over_ranks(
-    images: torch.Tensor, compute: Callable[[torch.Tensor], torch.Tensor]
-) -> torch.Tensor:
+def over_ranks(images: ImageRows, compute: Callable[[ImageRows], torch.Tensor]) -> torch.Tensor:
     """``compute(images)``, whose rows belong to the images in order (one or, for patch
     tiles, several per image). Over several processes each computes its share of the
     images and every rank gets all the rows."""
     if not active():
         return compute(images)
-    mine = images[shard(len(images)).to(images.device)]
+    mine = rows_of(images, shard(len(images)).to(images.device))
     rows = compute(mine)
     per_image = rows.reshape(len(mine), -1)
     return gathered(per_image, len(images)).reshape(-1, *rows.shape[1:])

@@ -11,9 +11,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from ae_anomaly.nn.images import ImageRows
+
 
 def batched_outputs(
-    model: nn.Module, images: torch.Tensor, device: torch.device, batch_size: int
+    model: nn.Module, images: ImageRows, device: torch.device, batch_size: int
 ) -> Iterator[tuple[torch.Tensor, Any]]:
     """Yield (batch on ``device``, the model's output for it: a tensor, or whatever the model
     returns), in eval mode."""

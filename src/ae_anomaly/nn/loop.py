@@ -23,6 +23,7 @@ from torch import nn
 from ae_anomaly.errors import UserError
 from ae_anomaly.nn import distributed
 from ae_anomaly.nn.callbacks import Callback, EpochRecord, Fit, TrainState
+from ae_anomaly.nn.images import ImageRows
 from ae_anomaly.params import AUTO_MIN_STEPS, TrainingParams, resolved_epochs
 
 # (model output, target) -> the mean loss of a batch, a scalar tensor.
@@ -63,8 +64,8 @@ class Task:
 
 def train(
     model: nn.Module,
-    train_images: torch.Tensor,
-    val_images: torch.Tensor,
+    train_images: ImageRows,
+    val_images: ImageRows,
     params: TrainingParams,
     task: Task,
     *,
@@ -101,8 +102,8 @@ def train(
 def _run_epoch(
     fit: Fit,
     forward: nn.Module,
-    train_images: torch.Tensor,
-    val_images: torch.Tensor,
+    train_images: ImageRows,
+    val_images: ImageRows,
     params: TrainingParams,
     task: Task,
     seed: int,
@@ -141,7 +142,7 @@ def _call(callbacks: Sequence[Callback], hook: str, *args: object) -> None:
 def _train_epoch(
     fit: Fit,
     forward: nn.Module,
-    images: torch.Tensor,
+    images: ImageRows,
     params: TrainingParams,
     task: Task,
     seed: int,
@@ -217,7 +218,7 @@ def _set_cosine_rate(
         group["lr"] = rate
 
 
-def evaluate_loss(model: nn.Module, images: torch.Tensor, batch_size: int, task: Task) -> float:
+def evaluate_loss(model: nn.Module, images: ImageRows, batch_size: int, task: Task) -> float:
     """Mean loss over ``images`` in eval mode (batch-norm uses its running statistics).
 
     The targets are the images themselves unless the task has targets.

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ae_anomaly.errors import UserError
+from ae_anomaly.nn.images import ImageRows
 from ae_anomaly.nn.loop import Task
 from ae_anomaly.params import AUTO_MIN_PATCH_STEPS, AUTO_PATCH, AUTO_PATCH_SIDE, MIN_PATCH
 
@@ -172,7 +173,7 @@ def patch_size_for(patch: str | int, height: int, width: int, texture: bool = Fa
 TEXTURE_STRUCTURE = 0.1
 
 
-def is_texture(images: torch.Tensor, chunk: int = 1024) -> bool:
+def is_texture(images: ImageRows, chunk: int = 1024) -> bool:
     """True when the (N, C, H, W) images look alike everywhere: the spatial variance of
     their mean image is small against the variance of a pixel across the images.
 

@@ -26,6 +26,7 @@ from ae_anomaly.config import RunConfig, read_yaml, validate_config
 from ae_anomaly.data.sources import Dataset, load_dataset
 from ae_anomaly.errors import UserError
 from ae_anomaly.fileio import write_bytes, write_json, write_text, write_yaml
+from ae_anomaly.nn import distributed
 from ae_anomaly.nn.callbacks import Callback
 from ae_anomaly.nn.sizes import build_network
 from ae_anomaly.report.figures import figure_png
@@ -91,25 +92,50 @@ def run_benchmark(
     started = time.perf_counter()
     if config.scenario != OneClass.name:
         raise UserError(f"the benchmark runs the one-class scenario, not {config.scenario}")
+    # Under torchrun each process trains cells of its own (one per device at a time).
+    with distributed.session(config.device):
+        return _run(config, classes, seeds, out, overwrite, resume, callbacks, on_cell, started)
+
+
+def _run(
+    config: RunConfig,
+    classes: Sequence[int] | None,
+    seeds: Sequence[int],
+    out: Path,
+    overwrite: bool,
+    resume: bool,
+    callbacks: Sequence[Callback],
+    on_cell: Callable[[int, int], None] | None,
+    started: float,
+) -> BenchmarkResult:
     folder = RunFolder(out)
-    folder.check(overwrite=overwrite, resume=resume)
+    distributed.from_main(lambda: folder.check(overwrite=overwrite, resume=resume))
     dataset = load_dataset(config.data.dataset, config.data.data_dir)
     chosen = list(range(len(dataset.class_names))) if classes is None else list(classes)
     for k in chosen:
         checked_class(dataset, k)
     plan = {"classes": chosen, "seeds": list(seeds)}
-    if resume:
-        _check_same_plan(folder.work, config, plan)
     build_network(config.model, (1, *dataset.train_images.shape[1:]), **config.model_args)
-    folder.prepare(overwrite=overwrite, resume=resume)
-    write_yaml(folder.work / CONFIG_FILE, config.to_dict())
-    write_json(folder.work / PLAN_FILE, plan)
-    cells = []
-    for seed in seeds:
-        for k in chosen:
+
+    def start() -> None:
+        if resume:
+            _check_same_plan(folder.work, config, plan)
+        folder.prepare(overwrite=overwrite, resume=resume)
+        write_yaml(folder.work / CONFIG_FILE, config.to_dict())
+        write_json(folder.work / PLAN_FILE, plan)
+
+    distributed.from_main(start)
+    rank, ranks = distributed.group_rank()
+    order = [(k, seed) for seed in seeds for k in chosen]
+    with distributed.alone():
+        for k, seed in order[rank::ranks]:
             if on_cell is not None:
                 on_cell(k, seed)
-            cells.append(_cached_or_run(folder.work, config, dataset, k, seed, callbacks))
+            _cached_or_run(folder.work, config, dataset, k, seed, callbacks)
+    distributed.barrier()
+    if rank > 0:
+        return BenchmarkResult(folder.work, {}, "")
+    cells = [_cached_or_run(folder.work, config, dataset, k, seed, ()) for k, seed in order]
     summary = summarise(cells, dataset, config, time.perf_counter() - started)
     markdown = markdown_table(summary)
     write_json(folder.work / "benchmark.json", summary)

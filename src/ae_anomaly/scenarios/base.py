@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias
 
 import numpy as np
 
@@ -26,9 +26,13 @@ if TYPE_CHECKING:
     import torch
 
     from ae_anomaly.config import RunConfig
+    from ae_anomaly.data.lazy_images import LazyImages
     from ae_anomaly.detector.estimator import AutoencoderDetector
     from ae_anomaly.nn.callbacks import Callback
     from ae_anomaly.report.figures import Plot
+
+    # A set of images: a float tensor, or images read a batch at a time.
+    Images: TypeAlias = torch.Tensor | LazyImages
 
 
 @dataclass(frozen=True)
@@ -37,7 +41,7 @@ class TestSet:
 
     __test__ = False  # not a pytest class
 
-    images: torch.Tensor  # (N, C, H, W) float in [0, 1]
+    images: Images  # (N, C, H, W), read as float in [0, 1]
     labels: np.ndarray  # (N,) int64
     kinds: np.ndarray  # (N,) str: the group of each image (one name for all normal ones)
     source_index: np.ndarray  # (N,) index into the source's test images
@@ -58,7 +62,7 @@ class TestSet:
 class RankingSet:
     """Every image a scenario without a test set ranks (e.g. training, then test images)."""
 
-    images: torch.Tensor  # (N, C, H, W) float in [0, 1]
+    images: Images  # (N, C, H, W), read as float in [0, 1]
     split: np.ndarray  # (N,) str: "train" or "test"
     index: np.ndarray  # (N,) index into that split of the source
     label: np.ndarray | None  # (N,) class label (display only, never used to fit); None: none
@@ -68,8 +72,8 @@ class RankingSet:
 
 @dataclass(frozen=True)
 class ScenarioData:
-    train: torch.Tensor  # normal images the detector learns from
-    val: torch.Tensor  # normal images for early stopping and the threshold
+    train: Images  # normal images the detector learns from
+    val: Images  # normal images for early stopping and the threshold
     test: TestSet | None  # labelled test set; None where the scenario only ranks
     kind_order: tuple[str, ...] | None = None  # report order of the anomalous kinds
     ranked: RankingSet | None = None  # the images to rank when there is no test set

@@ -188,16 +188,16 @@ def corruptions_scenario(
     from ae_anomaly.data.corruptions import random_shifts, resample
     from ae_anomaly.scenarios.splits import split_labels, split_normal
 
-    train, val = split_normal(dataset.train_images, data, seed)
+    stored = split_normal(dataset.train_images, data, seed)
     # Training and validation digits take the same resampling path (angle 0,
     # a random sub-pixel shift) as every test digit, so no split is smoother
-    # than another.
+    # than another. (Resampled as whole tensors: digits are small.)
     generator = torch.Generator().manual_seed(seed)  # train shifts first, then val
     train, val = (
         resample(
-            x, torch.zeros(len(x)), corruptions.resample_factor, random_shifts(len(x), generator)
+            x[:], torch.zeros(len(x)), corruptions.resample_factor, random_shifts(len(x), generator)
         )
-        for x in (train, val)
+        for x in stored
     )
     test = corrupted_test_set(dataset.test_images, data.test_limit, corruptions, seed)
     test = replace(test, source_label=dataset.test_labels[test.source_index])

@@ -122,7 +122,7 @@ def load_own_images(data: DataConfig) -> FolderDataset:
 
 def folder_scenario(source: FolderDataset, data: DataConfig, seed: int) -> ScenarioData:
     """train/ split into train and validation; test/ as the test set, else a ranking."""
-    from ae_anomaly.data.tensors import to_image_tensor
+    from ae_anomaly.data.lazy_images import LazyImages
     from ae_anomaly.scenarios.splits import SPLIT_STREAM, TEST_STREAM, limited_order, split_normal
 
     train, val = split_normal(source.train_images, data, seed)
@@ -130,7 +130,7 @@ def folder_scenario(source: FolderDataset, data: DataConfig, seed: int) -> Scena
     if source.test is None:
         order = limited_order(len(source.train_images), data.train_limit, seed, SPLIT_STREAM)
         ranked = RankingSet(
-            images=to_image_tensor(source.train_images[order]),
+            images=LazyImages(source.train_images, order),
             split=np.full(len(order), "train"),
             index=order,
             label=None,
@@ -145,7 +145,7 @@ def folder_scenario(source: FolderDataset, data: DataConfig, seed: int) -> Scena
     kinds = np.where(labels == 0, NORMAL_KIND, kinds)
     names = sorted(set(kinds.tolist()) - {NORMAL_KIND})
     test = TestSet(
-        images=to_image_tensor(labelled.images[order]),
+        images=LazyImages(labelled.images, order),
         labels=labels.astype(np.int64),
         kinds=kinds,
         source_index=order,

@@ -6,11 +6,12 @@ validation share) does not reshuffle another (the test corruptions).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
-import torch
 
 from ae_anomaly.config import DataConfig, DatasetSection
-from ae_anomaly.data.tensors import to_image_tensor
+from ae_anomaly.data.lazy_images import LazyImages, as_lazy_images
 from ae_anomaly.errors import UserError
 from ae_anomaly.scenarios.base import ScenarioData, TestSet
 
@@ -30,13 +31,12 @@ def limited_order(n: int, limit: int | None, seed: int, stream: int) -> np.ndarr
     return np.sort(rng.permutation(n)[:limit])
 
 
-def split_normal(
-    images: np.ndarray, data: DataConfig, seed: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Shuffle, keep at most ``train_limit`` images and hold out ``val_fraction`` of them."""
+def split_normal(images: Any, data: DataConfig, seed: int) -> tuple[LazyImages, LazyImages]:
+    """Shuffle, keep at most ``train_limit`` images and hold out ``val_fraction`` of them:
+    the images as they are stored, read a batch at a time (data/lazy_images.py)."""
     order, n_val = split_order(len(images), data, seed)
-    tensor = to_image_tensor(images[order])
-    return tensor[n_val:], tensor[:n_val]
+    lazy = as_lazy_images(images)
+    return lazy.subset(order[n_val:]), lazy.subset(order[:n_val])
 
 
 def split_labels(labels: np.ndarray, data: DataConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:

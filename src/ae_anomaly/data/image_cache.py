@@ -1,0 +1,187 @@
+"""The image cache: a folder's images decoded once into a uint8 file on disk.
+
+Decoding and resizing image files is the slow part of reading a folder, and holding
+every decoded image in memory is what limits its size. ``cached_images`` decodes the
+files a chunk at a time, appends each chunk to one raw file (N, C, H, W uint8) in the
+cache folder, and returns ``DiskImages`` over it, which reads the rows asked for. The
+file is named by a digest of what went into it (each file's path, size and modification
+time; the size and channels asked for), so a second run on the same folder reads no
+image file, and any change to the folder makes a new entry. An entry is complete or
+absent: its description (JSON) is renamed into place after the pixels.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ae_anomaly.data.images import (
+    ImageSet,
+    OnError,
+    Skipped,
+    read_images,
+    regular_only,
+    unreadable_sentence,
+)
+from ae_anomaly.errors import UserError
+
+CACHE_FORMAT = 1
+# Files decoded, and images appended to the cache file, at a time.
+DECODE_CHUNK = 256
+# Bytes read through one mapping of the file before it is mapped afresh: the pages a
+# mapping has touched count as the process's memory until it is dropped.
+REMAP_BYTES = 64 * 2**20
+
+
+class DiskImages:
+    """uint8 images (N, C, H, W) in a raw file, read a batch at a time.
+
+    Answers ``len``, ``shape``, ``dtype`` and ``[index]`` (an int, a slice or integer
+    positions) like the array it stands for; each read is a copy in memory.
+    """
+
+    def __init__(self, path: Path, shape: Sequence[int]) -> None:
+        self.path = path
+        self.shape = tuple(int(d) for d in shape)
+        self.dtype = np.dtype(np.uint8)
+        self.ndim = 4
+        self._mapped: np.memmap[Any, np.dtype[np.uint8]] | None = None
+        self._read_bytes = 0
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        if self._mapped is None:
+            self._mapped = np.memmap(self.path, dtype=np.uint8, mode="r", shape=self.shape)
+        out = np.array(self._mapped[index])
+        self._read_bytes += out.nbytes
+        if self._read_bytes > REMAP_BYTES:
+            self._mapped, self._read_bytes = None, 0
+        return out
+
+    def __getstate__(self) -> dict[str, Any]:  # a mapping is not sent along
+        return {"path": self.path, "shape": self.shape}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["path"], state["shape"])  # type: ignore[misc]
+
+
+def cached_images(
+    paths: Sequence[Path],
+    size: tuple[int, int],
+    channels: int,
+    on_error: OnError,
+    max_pixels: int,
+    folder: Path,
+) -> ImageSet:
+    """``read_images`` of ``paths``, through the cache in ``folder``."""
+    paths, not_regular = regular_only(paths)
+    key = _digest(paths, size, channels)
+    entry = _read_entry(folder, key)
+    if entry is None:
+        entry = _write_entry(folder, key, paths, size, channels, on_error, max_pixels)
+    images, kept, skipped = entry
+    skipped = not_regular + skipped
+    if skipped and on_error == "fail":
+        raise UserError(unreadable_sentence(skipped[0].path, skipped[0].reason))
+    return ImageSet(images, kept, skipped)  # type: ignore[arg-type]
+
+
+def _digest(paths: Sequence[Path], size: tuple[int, int], channels: int) -> str:
+    digest = hashlib.sha256(json.dumps([CACHE_FORMAT, list(size), channels]).encode())
+    for path in paths:
+        stat = path.stat()
+        digest.update(f"{os.path.abspath(path)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:32]
+
+
+Entry = tuple[DiskImages, list[str], list[Skipped]]
+
+
+def _read_entry(folder: Path, key: str) -> Entry | None:
+    description, pixels = folder / f"{key}.json", folder / f"{key}.u8"
+    try:
+        meta = json.loads(description.read_text(encoding="utf-8"))
+        shape = tuple(meta["shape"])
+        if pixels.stat().st_size != int(np.prod(shape)) or len(meta["paths"]) != shape[0]:
+            return None  # damaged: decode again
+        skipped = [Skipped(path, reason) for path, reason in meta["skipped"]]
+        return DiskImages(pixels, shape), list(meta["paths"]), skipped
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _write_entry(
+    folder: Path,
+    key: str,
+    paths: Sequence[Path],
+    size: tuple[int, int],
+    channels: int,
+    on_error: OnError,
+    max_pixels: int,
+) -> Entry:
+    """Decode ``paths`` chunk by chunk into a new cache entry; an unreadable file ends it
+    (``on_error`` fail) or is left out and recorded (skip)."""
+    _check_disk(folder, len(paths) * channels * size[0] * size[1])
+    pixels = folder / f"{key}.u8"
+    partial = pixels.with_name(f".{pixels.name}.{os.getpid()}.partial")
+    kept: list[str] = []
+    skipped: list[Skipped] = []
+    try:
+        with partial.open("wb") as stream:
+            for start in range(0, len(paths), DECODE_CHUNK):
+                part = paths[start : start + DECODE_CHUNK]
+                read = read_images(part, size, channels, on_error, max_pixels)
+                stream.write(read.images.tobytes())
+                kept += read.paths
+                skipped += read.skipped
+        os.replace(partial, pixels)
+    except UserError:
+        partial.unlink(missing_ok=True)
+        raise
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        message = f"cannot write the image cache in {folder}: {exc.strerror or exc}"
+        raise UserError(message) from None
+    shape = (len(kept), channels, *size)
+    meta = {"shape": shape, "paths": kept, "skipped": [[s.path, s.reason] for s in skipped]}
+    _write_json(folder / f"{key}.json", meta)
+    return DiskImages(pixels, shape), kept, skipped
+
+
+def _write_json(path: Path, meta: dict[str, Any]) -> None:
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        partial.write_text(json.dumps(meta), encoding="utf-8")
+        os.replace(partial, path)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise UserError(f"cannot write the image cache in {path.parent}: {exc.strerror}") from None
+
+
+def free_bytes(folder: Path) -> int:
+    """Bytes free on the disk holding ``folder``."""
+    return shutil.disk_usage(folder).free
+
+
+def _check_disk(folder: Path, needed: int) -> None:
+    """Refuse, before decoding, images that cannot fit on the cache's disk."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        free = free_bytes(folder)
+    except OSError as exc:
+        raise UserError(f"cannot use the image cache in {folder}: {exc.strerror}") from None
+    if needed > free:
+        raise UserError(
+            f"the decoded images would need {needed / 2**30:.1f} GiB in the image cache "
+            f"{folder}, more than the {free / 2**30:.1f} GiB free; use a smaller --image-size "
+            "or fewer images, or point AE_ANOMALY_CACHE at a larger disk"
+        )

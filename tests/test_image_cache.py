@@ -1,0 +1,125 @@
+"""The image cache (data/image_cache.py) and lazy reading (data/lazy_images.py): a folder
+decoded once to disk, read back a batch at a time as the same numbers as in memory."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ae_anomaly.data import image_cache
+from ae_anomaly.data.image_cache import DiskImages, cached_images
+from ae_anomaly.data.images import read_images
+from ae_anomaly.data.lazy_images import LazyImages, as_lazy_images
+from ae_anomaly.errors import UserError
+
+
+def _files(folder: Path, n: int = 30, size: tuple[int, int] = (12, 10)) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(n):
+        path = folder / f"{i:03d}.png"
+        Image.fromarray(rng.integers(0, 256, (*size, 3), np.uint8)).save(path)
+        paths.append(path)
+    return paths
+
+
+def test_the_cache_holds_what_reading_gives_and_is_read_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    paths = _files(tmp_path / "images")
+    direct = read_images(paths, (8, 8), 3)
+    cached = cached_images(paths, (8, 8), 3, "fail", 10**8, tmp_path / "cache")
+    assert isinstance(cached.images, DiskImages) and cached.paths == direct.paths
+    assert np.array_equal(cached.images[:], direct.images)
+    assert np.array_equal(cached.images[[5, 2, 7]], direct.images[[5, 2, 7]])
+
+    def no_decoding(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a cached folder was decoded again")
+
+    monkeypatch.setattr(image_cache, "read_images", no_decoding)
+    again = cached_images(paths, (8, 8), 3, "fail", 10**8, tmp_path / "cache")
+    assert np.array_equal(again.images[:], direct.images)
+
+
+def test_a_changed_file_or_size_makes_a_new_entry(tmp_path: Path) -> None:
+    paths = _files(tmp_path / "images")
+    cache = tmp_path / "cache"
+    first = cached_images(paths, (8, 8), 3, "fail", 10**8, cache)
+    Image.fromarray(np.zeros((12, 10, 3), np.uint8)).save(paths[4])
+    os.utime(paths[4], ns=(1, 1))
+    changed = cached_images(paths, (8, 8), 3, "fail", 10**8, cache)
+    assert changed.images[4].max() == 0 and first.images[4].max() > 0
+    smaller = cached_images(paths, (4, 4), 1, "fail", 10**8, cache)
+    assert smaller.images.shape == (30, 1, 4, 4)
+    assert len(list(cache.glob("*.json"))) == 3 and not list(cache.glob(".*partial"))
+
+
+def test_skipped_files_are_remembered_and_refused_when_asked_to_fail(tmp_path: Path) -> None:
+    paths = _files(tmp_path / "images", n=5)
+    paths[2].write_bytes(b"not an image")
+    cache = tmp_path / "cache"
+    with pytest.raises(UserError, match=r"002\.png"):
+        cached_images(paths, (8, 8), 3, "fail", 10**8, cache)
+    assert not list(cache.iterdir())  # a failed decoding leaves nothing
+    kept = cached_images(paths, (8, 8), 3, "skip", 10**8, cache)
+    assert len(kept.paths) == 4 and [Path(s.path).name for s in kept.skipped] == ["002.png"]
+    with pytest.raises(UserError, match=r"002\.png"):
+        cached_images(paths, (8, 8), 3, "fail", 10**8, cache)  # the cached entry, refused
+
+
+def test_a_damaged_entry_is_decoded_again(tmp_path: Path) -> None:
+    paths = _files(tmp_path / "images")
+    cache = tmp_path / "cache"
+    good = cached_images(paths, (8, 8), 3, "fail", 10**8, cache).images[:]
+    (pixels,) = cache.glob("*.u8")
+    pixels.write_bytes(pixels.read_bytes()[:-7])
+    assert np.array_equal(cached_images(paths, (8, 8), 3, "fail", 10**8, cache).images[:], good)
+
+
+def test_reads_map_the_file_afresh_so_memory_does_not_grow(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    images = cached_images(_files(tmp_path / "i"), (8, 8), 3, "fail", 10**8, tmp_path / "c").images
+    assert isinstance(images, DiskImages)
+    monkeypatch.setattr(image_cache, "REMAP_BYTES", 3 * 192)
+    images[0:2]
+    assert images._mapped is not None
+    images[2:4]  # past the budget: the mapping (and the pages it touched) is dropped
+    assert images._mapped is None
+
+
+def test_lazy_images_read_the_numbers_a_whole_conversion_gives() -> None:
+    rng = np.random.default_rng(1)
+    stored = rng.integers(0, 256, (20, 2, 5, 4), np.uint8)
+    whole = torch.from_numpy(stored).to(torch.float32) / 255.0
+    lazy = as_lazy_images(stored)
+    assert lazy.shape == (20, 2, 5, 4) and len(lazy) == 20
+    assert torch.equal(lazy[:], whole) and torch.equal(lazy[3], whole[3])
+    picked = lazy.subset(np.array([9, 1, 4])).subset(torch.tensor([2, 0]))
+    assert torch.equal(picked[:], whole[[4, 9]])
+    assert torch.equal(picked[torch.tensor([1])], whole[[9]])
+    grey = as_lazy_images(stored[:, 0])  # (N, H, W): one channel
+    assert grey.shape == (20, 1, 5, 4)
+
+
+def test_float_images_are_checked_without_a_copy_and_never_shared() -> None:
+    images = np.full((3, 1, 4, 4), 0.5, np.float32)
+    lazy = as_lazy_images(images)
+    lazy[:][0, 0, 0, 0] = 9.0
+    assert images[0, 0, 0, 0] == 0.5
+    images[1, 0, 0, 0] = np.nan
+    with pytest.raises(UserError, match="NaN"):
+        as_lazy_images(images)
+    with pytest.raises(UserError, match=r"values in \[0, 1\]"):
+        as_lazy_images(np.full((2, 4, 4), 2.0))
+    with pytest.raises(UserError, match="empty"):
+        as_lazy_images(np.zeros((0, 4, 4), np.uint8))
+    with pytest.raises(UserError, match="uint8 or float"):
+        as_lazy_images(np.zeros((2, 4, 4), np.int32))
+    assert isinstance(as_lazy_images(LazyImages(images)), LazyImages)
