@@ -36,8 +36,10 @@ CACHE_FORMAT = 1
 # Files decoded, and images appended to the cache file, at a time.
 DECODE_CHUNK = 256
 # Bytes read through one mapping of the file before it is mapped afresh: the pages a
-# mapping has touched count as the process's memory until it is dropped.
-REMAP_BYTES = 64 * 2**20
+# mapping has touched count as the process's memory until it is dropped, and random
+# rows touch several times their size (the kernel maps the pages around each one).
+REMAP_BYTES = 16 * 2**20
+FAULT_AROUND_BYTES = 64 * 2**10
 
 
 class DiskImages:
@@ -62,7 +64,10 @@ class DiskImages:
         if self._mapped is None:
             self._mapped = np.memmap(self.path, dtype=np.uint8, mode="r", shape=self.shape)
         out = np.array(self._mapped[index])
-        self._read_bytes += out.nbytes
+        # A row read alone maps the pages around it too (the kernel's fault-around,
+        # 64 KiB): count what is mapped, not what is read.
+        rows = 1 if isinstance(index, slice | int | np.integer) else len(out)
+        self._read_bytes += max(out.nbytes, rows * FAULT_AROUND_BYTES)
         if self._read_bytes > REMAP_BYTES:
             self._mapped, self._read_bytes = None, 0
         return out

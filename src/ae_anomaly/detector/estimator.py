@@ -68,8 +68,11 @@ from ae_anomaly.scores.term import require_code, term_classes, uses_code
 from ae_anomaly.scores.thresholds import parse_threshold
 
 # Images per forward pass when scoring; scoring needs no gradients, so this
-# can be far larger than a training batch.
+# can be far larger than a training batch...
 SCORE_BATCH = 1024
+# ...but no more than this many bytes of network input at once: the activations grow
+# with it (64x64 colour images at 1024 a pass took 0.9 GB more than at 128).
+SCORE_BATCH_BYTES = 6 * 2**20
 
 
 @dataclass(kw_only=True, eq=False, repr=False)
@@ -224,6 +227,11 @@ class AutoencoderDetector(ModelParams, ScoreParams, AutoencoderTraining, ImageEs
             return tuple(self.input_shape_)
         return (self.input_shape_[0], grid.size, grid.size)
 
+    def _rows(self, images: Any) -> int:
+        """How many rows the networks see for ``images``: one per image, or per tile."""
+        grid = self._grid()
+        return len(images) * (1 if grid is None else grid.tiles_per_image)
+
     def _per_image(self, values: torch.Tensor) -> torch.Tensor:
         """Per-image scores from the scores of what the networks saw (tiles in patch mode)."""
         grid = self._grid()
@@ -271,8 +279,9 @@ class AutoencoderDetector(ModelParams, ScoreParams, AutoencoderTraining, ImageEs
         if uses_code(self.score_):
             codes = distributed.over_ranks(
                 images,
-                lambda part: torch.cat(
-                    [c for _, [(_, c)] in self._batches(part, [network]) if c is not None]
+                lambda part: _stacked(
+                    (c for _, [(_, c)] in self._batches(part, [network]) if c is not None),
+                    self._rows(part),
                 ),
             )
         seed = member_seed(self.seed, member)
@@ -280,8 +289,9 @@ class AutoencoderDetector(ModelParams, ScoreParams, AutoencoderTraining, ImageEs
         scorer = Scorer.fitted(self.score_, codes, seed, local).to(self.device_)
         values = distributed.over_ranks(
             val,
-            lambda part: torch.cat(
-                [scorer.term_values(x, *out[0]) for x, out in self._batches(part, [network])]
+            lambda part: _stacked(
+                (scorer.term_values(x, *out[0]) for x, out in self._batches(part, [network])),
+                self._rows(part),
             ),
         )
         scorer.calibrate(values)
@@ -331,8 +341,9 @@ class AutoencoderDetector(ModelParams, ScoreParams, AutoencoderTraining, ImageEs
         A score that is not a finite number is an error, never a verdict (NaN is above
         no threshold, so it would read as "normal")."""
         scorers = scorers_of(self._fitted_scorer())
-        chunks = [self._per_image(mean_score(scorers, x, o)) for x, o in self._batches(X)]
-        scores = torch.cat(chunks).double().cpu().numpy()
+        images = as_lazy_images(X)
+        chunks = (self._per_image(mean_score(scorers, x, o)) for x, o in self._batches(images))
+        scores = _stacked(chunks, len(images)).double().cpu().numpy()
         broken = np.flatnonzero(~np.isfinite(scores))
         if broken.size:
             raise UserError(
@@ -386,9 +397,10 @@ class AutoencoderDetector(ModelParams, ScoreParams, AutoencoderTraining, ImageEs
         runner = MemberOutputs(networks, with_code=uses_code(self.score_))
         grid = self._grid()
         if grid is None:
-            yield from batched_outputs(runner, images, self.device_, SCORE_BATCH)
+            yield from batched_outputs(runner, images, self.device_, _score_batch(images.shape))
             return
-        per_batch = max(1, SCORE_BATCH // grid.tiles_per_image)
+        tile = (images.shape[1], grid.size, grid.size)
+        per_batch = max(1, _score_batch((0, *tile)) // grid.tiles_per_image)
         for start in range(0, len(images), per_batch):
             tiles = grid.tiles(images[start : start + per_batch].to(self.device_))
             yield from batched_outputs(runner, tiles, self.device_, len(tiles))
@@ -426,6 +438,27 @@ class AutoencoderDetector(ModelParams, ScoreParams, AutoencoderTraining, ImageEs
         from ae_anomaly.detector.files import load_detector
 
         return load_detector(cls, Path(directory), device)
+
+
+def _stacked(parts: Iterator[torch.Tensor], rows: int) -> torch.Tensor:
+    """The batches' rows in one tensor of ``rows`` rows, made before the pass: growing a
+    list of small tensors between each batch's large, short-lived ones fragments the
+    heap, and memory then grew with the number of images (5 MB a batch, measured)."""
+    out: torch.Tensor | None = None
+    start = 0
+    for part in parts:
+        if out is None:
+            out = part.new_empty((rows, *part.shape[1:]))
+        out[start : start + len(part)] = part
+        start += len(part)
+    assert out is not None and start == rows
+    return out
+
+
+def _score_batch(shape: Sequence[int]) -> int:
+    """Images of (N, C, H, W) ``shape`` scored per forward pass."""
+    image_bytes = 4 * int(np.prod(shape[1:]))
+    return max(1, min(SCORE_BATCH, SCORE_BATCH_BYTES // image_bytes))
 
 
 def _training_record(state: TrainState) -> dict[str, Any]:

@@ -26,6 +26,9 @@ from ae_anomaly.nn.callbacks import Callback, EpochRecord, Fit, TrainState
 from ae_anomaly.nn.images import ImageRows
 from ae_anomaly.params import AUTO_MIN_STEPS, TrainingParams, resolved_epochs
 
+# The most bytes of input a validation pass takes at once.
+EVAL_BATCH_BYTES = 6 * 2**20
+
 # (model output, target) -> the mean loss of a batch, a scalar tensor.
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 # (training batch, the epoch's generator) -> the batch as the model sees it, e.g.
@@ -225,7 +228,10 @@ def evaluate_loss(model: nn.Module, images: ImageRows, batch_size: int, task: Ta
     """
     model.eval()
     total = 0.0
-    step = batch_size * 4
+    # Four training batches a pass, but at most EVAL_BATCH_BYTES of input: the
+    # activations grow with it.
+    image_bytes = 4 * math.prod(images.shape[1:])
+    step = max(1, min(batch_size * 4, EVAL_BATCH_BYTES // image_bytes))
     # Over several ranks each takes its share; the sums make the same loss on every rank.
     rows = distributed.shard(len(images)).to(images.device)
     with torch.inference_mode():

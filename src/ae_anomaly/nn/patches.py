@@ -173,7 +173,7 @@ def patch_size_for(patch: str | int, height: int, width: int, texture: bool = Fa
 TEXTURE_STRUCTURE = 0.1
 
 
-def is_texture(images: ImageRows, chunk: int = 1024) -> bool:
+def is_texture(images: ImageRows, chunk: int = 256) -> bool:
     """True when the (N, C, H, W) images look alike everywhere: the spatial variance of
     their mean image is small against the variance of a pixel across the images.
 
