@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 import struct
-import tracemalloc
+import subprocess
+import sys
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -460,21 +461,23 @@ def test_streaming_holds_one_chunk(tmp_path: Path, sneakers: dict[str, np.ndarra
 
     The images are held at the target size (4 KiB each, 12 MB for all); a
     chunk is 400 KiB. The limit leaves room for the file listing and for
-    Pillow's short-lived objects (together about 1 MB at worst here).
+    Pillow's short-lived objects (together about 1 MB at worst here). Measured in a
+    process of its own, where no other test's thread allocates meanwhile.
     """
     n = 3000
     write_images(tmp_path, list(np.resize(sneakers["train"], (n, 28, 28))))
     all_images = n * 64 * 64  # bytes of every image as uint8 at the target size
-    tracemalloc.start()
-    try:
-        seen = 0
-        largest = 0
-        for chunk in iter_image_chunks([tmp_path], (1, 64, 64), chunk_size=100):
-            seen += len(chunk.names)
-            largest = max(largest, len(chunk.names))
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    measure = """
+import sys, tracemalloc
+from ae_anomaly.data.stream import iter_image_chunks
+tracemalloc.start()
+sizes = [len(c.names) for c in iter_image_chunks([sys.argv[1]], (1, 64, 64), chunk_size=100)]
+print(sum(sizes), max(sizes), tracemalloc.get_traced_memory()[1])
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", measure, str(tmp_path)], capture_output=True, text=True, check=True
+    )
+    seen, largest, peak = map(int, done.stdout.split())
     assert seen == n and largest == 100
     assert peak < all_images / 4, f"peak {peak} bytes for {all_images} bytes of images"
 
