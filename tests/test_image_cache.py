@@ -87,10 +87,14 @@ def test_reads_map_the_file_afresh_so_memory_does_not_grow(
 ) -> None:
     images = cached_images(_files(tmp_path / "i"), (8, 8), 3, "fail", 10**8, tmp_path / "c").images
     assert isinstance(images, DiskImages)
-    monkeypatch.setattr(image_cache, "REMAP_BYTES", 3 * 192)
+    # Each read counts the pages the kernel maps around a row (64 KiB), not its bytes.
+    monkeypatch.setattr(image_cache, "REMAP_BYTES", 2 * image_cache.FAULT_AROUND_BYTES)
     images[0:2]
+    images[2:4]
     assert images._mapped is not None
-    images[2:4]  # past the budget: the mapping (and the pages it touched) is dropped
+    images[4:6]  # past the budget: the mapping (and the pages it touched) is dropped
+    assert images._mapped is None
+    images[[1, 5, 9]]  # three rows read alone: three times the pages
     assert images._mapped is None
 
 
