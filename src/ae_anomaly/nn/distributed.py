@@ -251,6 +251,19 @@ def synced_batch_norm(model: nn.Module) -> Iterator[None]:
             layer.__class__ = cls
 
 
+def main_first(compute: Callable[[], T]) -> T:
+    """``compute()`` on every rank, rank 0 first (e.g. filling the image cache, which
+    the others then read instead of decoding the same files at once)."""
+    if not active():
+        return compute()
+    if is_main():
+        result = compute()
+        dist.barrier()
+        return result
+    dist.barrier()
+    return compute()
+
+
 def wrapped(model: nn.Module) -> nn.Module:
     """``model`` as the training forward pass should call it: DistributedDataParallel
     in a group (which also starts every rank from rank 0's weights), else itself."""

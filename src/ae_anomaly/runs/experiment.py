@@ -91,7 +91,7 @@ def _run(
 
     # Everything that can be refused cheaply is refused before the data is read.
     distributed.from_main(check)
-    data = prepare_data(config)
+    data = distributed.main_first(lambda: prepare_data(config))
     if data.test is None and config.detector.threshold_data == "test-normal":
         raise UserError(
             f"threshold_data test-normal needs normal test images; {config.data.dataset} "
