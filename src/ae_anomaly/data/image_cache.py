@@ -7,7 +7,7 @@ cache folder, and returns ``DiskImages`` over it, which reads the rows asked for
 file is named by a digest of what went into it (each file's path, size and modification
 time; the size and channels asked for), so a second run on the same folder reads no
 image file, and any change to the folder makes a new entry. An entry is complete or
-absent: its description (JSON) is renamed into place after the pixels.
+absent: its pixels, then its description (JSON), are each written atomically.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from ae_anomaly.data.images import (
     unreadable_sentence,
 )
 from ae_anomaly.errors import UserError
+from ae_anomaly.fileio import atomic_write, write_text
 
 CACHE_FORMAT = 1
 # Files decoded, and images appended to the cache file, at a time.
@@ -53,7 +54,6 @@ class DiskImages:
         self.path = path
         self.shape = tuple(int(d) for d in shape)
         self.dtype = np.dtype(np.uint8)
-        self.ndim = 4
         self._mapped: np.memmap[Any, np.dtype[np.uint8]] | None = None
         self._read_bytes = 0
 
@@ -71,12 +71,6 @@ class DiskImages:
         if self._read_bytes > REMAP_BYTES:
             self._mapped, self._read_bytes = None, 0
         return out
-
-    def __getstate__(self) -> dict[str, Any]:  # a mapping is not sent along
-        return {"path": self.path, "shape": self.shape}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["path"], state["shape"])  # type: ignore[misc]
 
 
 def cached_images(
@@ -137,39 +131,27 @@ def _write_entry(
     (``on_error`` fail) or is left out and recorded (skip)."""
     _check_disk(folder, len(paths) * channels * size[0] * size[1])
     pixels = folder / f"{key}.u8"
-    partial = pixels.with_name(f".{pixels.name}.{os.getpid()}.partial")
     kept: list[str] = []
     skipped: list[Skipped] = []
-    try:
-        with partial.open("wb") as stream:
+
+    def decode_into(tmp: Path) -> None:
+        with tmp.open("wb") as stream:
             for start in range(0, len(paths), DECODE_CHUNK):
                 part = paths[start : start + DECODE_CHUNK]
                 read = read_images(part, size, channels, on_error, max_pixels)
                 stream.write(read.images.tobytes())
-                kept += read.paths
-                skipped += read.skipped
-        os.replace(partial, pixels)
-    except UserError:
-        partial.unlink(missing_ok=True)
-        raise
+                kept.extend(read.paths)
+                skipped.extend(read.skipped)
+
+    try:
+        atomic_write(pixels, decode_into)
+        shape = (len(kept), channels, *size)
+        meta = {"shape": shape, "paths": kept, "skipped": [[s.path, s.reason] for s in skipped]}
+        write_text(folder / f"{key}.json", json.dumps(meta))
     except OSError as exc:
-        partial.unlink(missing_ok=True)
         message = f"cannot write the image cache in {folder}: {exc.strerror or exc}"
         raise UserError(message) from None
-    shape = (len(kept), channels, *size)
-    meta = {"shape": shape, "paths": kept, "skipped": [[s.path, s.reason] for s in skipped]}
-    _write_json(folder / f"{key}.json", meta)
     return DiskImages(pixels, shape), kept, skipped
-
-
-def _write_json(path: Path, meta: dict[str, Any]) -> None:
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    try:
-        partial.write_text(json.dumps(meta), encoding="utf-8")
-        os.replace(partial, path)
-    except OSError as exc:
-        partial.unlink(missing_ok=True)
-        raise UserError(f"cannot write the image cache in {path.parent}: {exc.strerror}") from None
 
 
 def free_bytes(folder: Path) -> int:
