@@ -47,7 +47,7 @@ from ae_anomaly.nn.ensemble import (
     networks_of,
     scorers_of,
 )
-from ae_anomaly.nn.inference import batched_outputs
+from ae_anomaly.nn.inference import batched_outputs, images_per_pass, stacked
 from ae_anomaly.nn.loop import Task, reconstruction_loss, train
 from ae_anomaly.nn.models import has_code
 from ae_anomaly.nn.patches import PatchGrid, is_texture, patch_size_for, patch_task
@@ -67,12 +67,9 @@ from ae_anomaly.scores.scorer import Scorer
 from ae_anomaly.scores.term import require_code, term_classes, uses_code
 from ae_anomaly.scores.thresholds import parse_threshold
 
-# Images per forward pass when scoring; scoring needs no gradients, so this
-# can be far larger than a training batch...
+# Images per forward pass when scoring; scoring needs no gradients, so this can be far
+# larger than a training batch (fewer for large images: inference.images_per_pass).
 SCORE_BATCH = 1024
-# ...but no more than this many bytes of network input at once: the activations grow
-# with it (64x64 colour images at 1024 a pass took 0.9 GB more than at 128).
-SCORE_BATCH_BYTES = 6 * 2**20
 
 
 @dataclass(kw_only=True, eq=False, repr=False)
@@ -279,7 +276,7 @@ class AutoencoderDetector(ModelParams, ScoreParams, AutoencoderTraining, ImageEs
         if uses_code(self.score_):
             codes = distributed.over_ranks(
                 images,
-                lambda part: _stacked(
+                lambda part: stacked(
                     (c for _, [(_, c)] in self._batches(part, [network]) if c is not None),
                     self._rows(part),
                 ),
@@ -289,7 +286,7 @@ class AutoencoderDetector(ModelParams, ScoreParams, AutoencoderTraining, ImageEs
         scorer = Scorer.fitted(self.score_, codes, seed, local).to(self.device_)
         values = distributed.over_ranks(
             val,
-            lambda part: _stacked(
+            lambda part: stacked(
                 (scorer.term_values(x, *out[0]) for x, out in self._batches(part, [network])),
                 self._rows(part),
             ),
@@ -343,7 +340,7 @@ class AutoencoderDetector(ModelParams, ScoreParams, AutoencoderTraining, ImageEs
         scorers = scorers_of(self._fitted_scorer())
         images = as_lazy_images(X)
         chunks = (self._per_image(mean_score(scorers, x, o)) for x, o in self._batches(images))
-        scores = _stacked(chunks, len(images)).double().cpu().numpy()
+        scores = stacked(chunks, len(images)).double().cpu().numpy()
         broken = np.flatnonzero(~np.isfinite(scores))
         if broken.size:
             raise UserError(
@@ -397,10 +394,11 @@ class AutoencoderDetector(ModelParams, ScoreParams, AutoencoderTraining, ImageEs
         runner = MemberOutputs(networks, with_code=uses_code(self.score_))
         grid = self._grid()
         if grid is None:
-            yield from batched_outputs(runner, images, self.device_, _score_batch(images.shape))
+            per_pass = images_per_pass(images.shape, SCORE_BATCH)
+            yield from batched_outputs(runner, images, self.device_, per_pass)
             return
         tile = (images.shape[1], grid.size, grid.size)
-        per_batch = max(1, _score_batch((0, *tile)) // grid.tiles_per_image)
+        per_batch = max(1, images_per_pass((0, *tile), SCORE_BATCH) // grid.tiles_per_image)
         for start in range(0, len(images), per_batch):
             tiles = grid.tiles(images[start : start + per_batch].to(self.device_))
             yield from batched_outputs(runner, tiles, self.device_, len(tiles))
@@ -438,27 +436,6 @@ class AutoencoderDetector(ModelParams, ScoreParams, AutoencoderTraining, ImageEs
         from ae_anomaly.detector.files import load_detector
 
         return load_detector(cls, Path(directory), device)
-
-
-def _stacked(parts: Iterator[torch.Tensor], rows: int) -> torch.Tensor:
-    """The batches' rows in one tensor of ``rows`` rows, made before the pass: growing a
-    list of small tensors between each batch's large, short-lived ones fragments the
-    heap, and memory then grew with the number of images (5 MB a batch, measured)."""
-    out: torch.Tensor | None = None
-    start = 0
-    for part in parts:
-        if out is None:
-            out = part.new_empty((rows, *part.shape[1:]))
-        out[start : start + len(part)] = part
-        start += len(part)
-    assert out is not None and start == rows
-    return out
-
-
-def _score_batch(shape: Sequence[int]) -> int:
-    """Images of (N, C, H, W) ``shape`` scored per forward pass."""
-    image_bytes = 4 * int(np.prod(shape[1:]))
-    return max(1, min(SCORE_BATCH, SCORE_BATCH_BYTES // image_bytes))
 
 
 def _training_record(state: TrainState) -> dict[str, Any]:

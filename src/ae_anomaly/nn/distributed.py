@@ -58,16 +58,9 @@ def alone() -> Iterator[None]:
         _alone = before
 
 
-def group_rank() -> tuple[int, int]:
-    """(rank, number of ranks) of this process's group, working together or not."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 def barrier() -> None:
-    """Wait for every rank of the group (none alone)."""
-    if dist.is_available() and dist.is_initialized():
+    """Wait for every rank of the group (nothing alone)."""
+    if active():
         dist.barrier()
 
 
@@ -149,14 +142,6 @@ def summed(*values: float) -> tuple[float, ...]:
     total = _for_backend(torch.tensor(values, dtype=torch.float64))
     dist.all_reduce(total)
     return tuple(float(v) for v in total.cpu())
-
-
-def share_buffers(model: nn.Module) -> None:
-    """Give every rank rank 0's buffers (batch-norm's running statistics): each rank
-    updated its own from its share of a batch."""
-    if active():
-        for buffer in model.buffers():
-            dist.broadcast(buffer.data, 0)
 
 
 def from_main(compute: Callable[[], T]) -> T:

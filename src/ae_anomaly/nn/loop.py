@@ -24,10 +24,8 @@ from ae_anomaly.errors import UserError
 from ae_anomaly.nn import distributed
 from ae_anomaly.nn.callbacks import Callback, EpochRecord, Fit, TrainState
 from ae_anomaly.nn.images import ImageRows
+from ae_anomaly.nn.inference import images_per_pass
 from ae_anomaly.params import AUTO_MIN_STEPS, TrainingParams, resolved_epochs
-
-# The most bytes of input a validation pass takes at once.
-EVAL_BATCH_BYTES = 6 * 2**20
 
 # (model output, target) -> the mean loss of a batch, a scalar tensor.
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -120,7 +118,6 @@ def _run_epoch(
         for group in optimizer.param_groups:
             group["lr"] = params.learning_rate * params.lr_decay ** (epoch - 1)
     train_loss = _train_epoch(fit, forward, train_images, params, task, seed, epoch, callbacks)
-    distributed.share_buffers(model)
     # Positional: tests replace evaluate_loss with a stand-in taking *args.
     val_loss = evaluate_loss(model, val_images, params.batch_size, task)
     record = EpochRecord(epoch, train_loss, val_loss, time.perf_counter() - started)
@@ -228,15 +225,14 @@ def evaluate_loss(model: nn.Module, images: ImageRows, batch_size: int, task: Ta
     """
     model.eval()
     total = 0.0
-    # Four training batches a pass, but at most EVAL_BATCH_BYTES of input: the
-    # activations grow with it.
-    image_bytes = 4 * math.prod(images.shape[1:])
-    step = max(1, min(batch_size * 4, EVAL_BATCH_BYTES // image_bytes))
-    # Over several ranks each takes its share; the sums make the same loss on every rank.
-    rows = distributed.shard(len(images)).to(images.device)
+    step = images_per_pass(images.shape, batch_size * 4)
+    # Over several ranks each takes every N-th image (a strided slice, no copy); the sums
+    # make the same loss on every rank.
+    mine = range(distributed.rank(), len(images), distributed.world_size())
     with torch.inference_mode():
-        for start in range(0, len(rows), step):
-            index = rows[start : start + step]
+        for start in range(0, len(mine), step):
+            part = mine[start : start + step]
+            index = slice(part.start, part.stop, part.step)
             batch = images[index]
             targets = task.val_targets
             target = batch if targets is None else targets[index]

@@ -125,7 +125,7 @@ def _run(
         write_json(folder.work / PLAN_FILE, plan)
 
     distributed.from_main(start)
-    rank, ranks = distributed.group_rank()
+    rank, ranks = distributed.rank(), distributed.world_size()
     order = [(k, seed) for seed in seeds for k in chosen]
     with distributed.alone():
         for k, seed in order[rank::ranks]:
