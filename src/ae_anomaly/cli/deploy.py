@@ -6,7 +6,7 @@ import contextlib
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO, cast
+from typing import TYPE_CHECKING, TextIO, TypeVar, cast
 
 import click
 from rich.console import Console
@@ -17,6 +17,8 @@ if TYPE_CHECKING:  # the real import loads torch, which commands defer until nee
 
 from ae_anomaly.cli.app import cli
 from ae_anomaly.cli.options import detector_option
+
+T = TypeVar("T")
 
 
 @cli.command()
@@ -86,7 +88,6 @@ def score(
     from ae_anomaly.data.stream import count_images
     from ae_anomaly.deploy.batch import score_inputs
     from ae_anomaly.detector.estimator import AutoencoderDetector
-    from ae_anomaly.fileio import atomic_write
 
     detector = AutoencoderDetector.load(detector_dir, device=device)
     console = Console(stderr=True, quiet=quiet)
@@ -105,15 +106,9 @@ def score(
             on_chunk=progress.advance if progress is not None else None,
         )
 
-    summaries: list[ScoreSummary] = []
-    with contextlib.ExitStack() as stack:
-        if progress is not None:
-            stack.enter_context(progress)
-        if output is None:
-            summaries.append(run_into(sys.stdout))
-        else:
-            atomic_write(output, lambda tmp: _write_scores(tmp, run_into, summaries))
-    _report(summaries[0], console, detector.threshold_, output)
+    with progress or contextlib.nullcontext():
+        summary = _into_output(output, run_into)
+    _report(summary, console, detector.threshold_, output)
 
 
 def _report(summary: ScoreSummary, console: Console, threshold: float, output: Path | None) -> None:
@@ -146,17 +141,13 @@ def _score_over_ranks(
     from ae_anomaly.deploy.sharded import score_sharded
     from ae_anomaly.detector.estimator import AutoencoderDetector
     from ae_anomaly.errors import UserError
-    from ae_anomaly.fileio import atomic_write
     from ae_anomaly.nn import distributed
 
     if error_maps is not None:
         raise UserError("--error-maps needs a single process: run score without torchrun")
 
     def write_output(write_rows: Callable[[TextIO], None]) -> None:
-        if output is None:
-            write_rows(sys.stdout)
-        else:
-            atomic_write(output, lambda tmp: _write_rows(tmp, write_rows))
+        _into_output(output, write_rows)
 
     with distributed.session(device):
         detector = AutoencoderDetector.load(detector_dir, device=device)
@@ -172,16 +163,20 @@ def _score_over_ranks(
         _report(summary, Console(stderr=True, quiet=quiet), detector.threshold_, output)
 
 
-def _write_rows(path: Path, write_rows: Callable[[TextIO], None]) -> None:
-    with path.open("w", encoding="utf-8", newline="") as stream:
-        write_rows(stream)
+def _into_output(output: Path | None, write: Callable[[TextIO], T]) -> T:
+    """``write(stream)`` into stdout, or into ``output`` atomically; what it returned."""
+    from ae_anomaly.fileio import atomic_write
 
+    if output is None:
+        return write(sys.stdout)
+    results: list[T] = []
 
-def _write_scores(
-    path: Path, run_into: Callable[[TextIO], ScoreSummary], summaries: list[ScoreSummary]
-) -> None:
-    with path.open("w", encoding="utf-8", newline="") as stream:
-        summaries.append(run_into(stream))
+    def write_file(tmp: Path) -> None:
+        with tmp.open("w", encoding="utf-8", newline="") as stream:
+            results.append(write(stream))
+
+    atomic_write(output, write_file)
+    return results[0]
 
 
 @cli.command("export")
