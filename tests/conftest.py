@@ -67,3 +67,20 @@ def fashion(shared_data_dir: Path) -> Dataset:
     if not (shared_data_dir / "fashion-mnist").is_dir():
         pytest.skip(f"Fashion-MNIST not found under {shared_data_dir}")
     return sources.load_dataset("fashion-mnist", data_dir=shared_data_dir, download=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_detector_dir(mnist: Dataset, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A saved detector (small conv-bn, mse) trained one epoch on 300 digits, for tests
+    of what takes a saved one: the service, its page, sharded scoring. Read only."""
+    import warnings
+
+    from ae_anomaly import AutoencoderDetector
+
+    detector = AutoencoderDetector(
+        model="conv-bn", score="mse", model_args={"channels": [4, 8]}, epochs=1, device="cpu"
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        detector.fit(mnist.train_images[:300])
+    return detector.save(tmp_path_factory.mktemp("tiny") / "detector")

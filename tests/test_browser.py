@@ -11,7 +11,6 @@ import base64
 import io
 import os
 import shutil
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ae_anomaly import AutoencoderDetector
 from ae_anomaly.data.sources import Dataset
 from tests.helpers import running_server
 
@@ -60,17 +58,6 @@ def browser() -> Iterator[Any]:
         yield driver
     finally:
         driver.quit()
-
-
-@pytest.fixture(scope="module")
-def detector_dir(mnist: Dataset, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    detector = AutoencoderDetector(
-        model="conv-bn", score="mse", model_args={"channels": [4, 8]}, epochs=1, device="cpu"
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        detector.fit(mnist.train_images[:300])
-    return detector.save(tmp_path_factory.mktemp("page") / "detector")
 
 
 def _wait(driver: Any, condition: Any) -> Any:
@@ -126,13 +113,13 @@ def _draw_stroke(driver: Any) -> bytes:
 
 
 def test_e2e_the_page_scores_an_upload_and_a_drawing(
-    browser: Any, detector_dir: Path, mnist: Dataset, tmp_path: Path
+    browser: Any, tiny_detector_dir: Path, mnist: Dataset, tmp_path: Path
 ) -> None:
     from selenium.webdriver.common.by import By
 
     digit = tmp_path / "seven.png"
     Image.fromarray(mnist.test_images[0]).save(digit)
-    with running_server(detector_dir) as (_, base):
+    with running_server(tiny_detector_dir) as (_, base):
         browser.get(f"{base}/")
         # The page read /v1/model and says what the detector is.
         _wait(browser, lambda d: "conv-bn" in d.find_element(By.ID, "model").text)
@@ -171,12 +158,14 @@ def test_e2e_the_page_scores_an_upload_and_a_drawing(
             browser.save_screenshot(shot)
 
 
-def test_e2e_the_page_asks_for_the_token(browser: Any, detector_dir: Path, mnist: Dataset) -> None:
+def test_e2e_the_page_asks_for_the_token(
+    browser: Any, tiny_detector_dir: Path, mnist: Dataset
+) -> None:
     from selenium.webdriver.common.by import By
 
     token = "page-s3cret"
     env = {"AE_ANOMALY_TOKEN": token}
-    with running_server(detector_dir, env=env, token=token) as (_, base):
+    with running_server(tiny_detector_dir, env=env, token=token) as (_, base):
         browser.get(f"{base}/")
         _wait(browser, lambda d: d.find_element(By.ID, "token-box").is_displayed())
         browser.find_element(By.ID, "token").send_keys(token)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from ae_anomaly.data.sources import Dataset
 from ae_anomaly.nn import distributed
 from ae_anomaly.nn.loop import Task, reconstruction_loss, train
 from ae_anomaly.nn.sizes import build_network
@@ -185,25 +187,13 @@ def test_e2e_a_killed_two_process_run_resumes_exactly(runs: dict[str, Any]) -> N
 
 @pytest.fixture(scope="module")
 def scoring_inputs(
-    shared_data_dir: Path, tmp_path_factory: pytest.TempPathFactory
+    mnist: Dataset, tiny_detector_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[Path, list[str]]:
     """A saved detector, and inputs: two folders of PNGs (one file unreadable) and an array."""
-    import warnings
-
     from PIL import Image
 
-    from ae_anomaly import AutoencoderDetector
-    from ae_anomaly.data.sources import load_dataset
-
     root = tmp_path_factory.mktemp("sharded")
-    mnist = load_dataset("mnist", data_dir=shared_data_dir)
-    detector = AutoencoderDetector(
-        model="conv-bn", score="mse", model_args={"channels": [4, 8]}, epochs=1, device="cpu"
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        detector.fit(mnist.train_images[:300])
-    detector.save(root / "detector")
+    shutil.copytree(tiny_detector_dir, root / "detector")
     for folder, start in (("a", 0), ("b/deeper", 300)):
         (root / folder).mkdir(parents=True)
         for i in range(start, start + 230):

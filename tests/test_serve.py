@@ -7,7 +7,6 @@ import asyncio
 import base64
 import io
 import signal
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -27,17 +26,6 @@ from ae_anomaly.serve.batching import MicroBatcher  # noqa: E402
 from ae_anomaly.serve.settings import ServeSettings  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def detector_dir(mnist: Dataset, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    detector = AutoencoderDetector(
-        model="conv-bn", score="mse", model_args={"channels": [4, 8]}, epochs=1, device="cpu"
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        detector.fit(mnist.train_images[:300])
-    return detector.save(tmp_path_factory.mktemp("serve") / "detector")
-
-
 def png(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="PNG")
@@ -45,12 +33,12 @@ def png(array: np.ndarray) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def client(detector_dir: Path) -> Any:
-    with TestClient(create_app(ServeSettings(detector_dir, device="cpu"))) as test_client:
+def client(tiny_detector_dir: Path) -> Any:
+    with TestClient(create_app(ServeSettings(tiny_detector_dir, device="cpu"))) as test_client:
         yield test_client
 
 
-def test_health_readiness_and_the_model(client: Any, detector_dir: Path) -> None:
+def test_health_readiness_and_the_model(client: Any, tiny_detector_dir: Path) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     assert client.get("/readyz").status_code == 200
     model = client.get("/v1/model").json()
@@ -62,9 +50,9 @@ def test_health_readiness_and_the_model(client: Any, detector_dir: Path) -> None
 
 
 def test_multipart_and_json_give_the_detector_scores_in_order(
-    client: Any, detector_dir: Path, mnist: Dataset
+    client: Any, tiny_detector_dir: Path, mnist: Dataset
 ) -> None:
-    detector = AutoencoderDetector.load(detector_dir, device="cpu")
+    detector = AutoencoderDetector.load(tiny_detector_dir, device="cpu")
     digits = mnist.test_images[:3]
     expected = detector.decision_function(digits)
     files = [("file", (f"d{i}.png", png(d), "image/png")) for i, d in enumerate(digits)]
@@ -78,7 +66,7 @@ def test_multipart_and_json_give_the_detector_scores_in_order(
     assert again[0]["name"] == "images[0]"
 
 
-def test_maps_come_back_as_pngs(client: Any, detector_dir: Path, mnist: Dataset) -> None:
+def test_maps_come_back_as_pngs(client: Any, tiny_detector_dir: Path, mnist: Dataset) -> None:
     files = [("file", ("d.png", png(mnist.test_images[0]), "image/png"))]
     result = client.post("/v1/score?maps=true", files=files).json()["results"][0]
     for key in ("error_map", "reconstruction", "input"):
@@ -87,7 +75,7 @@ def test_maps_come_back_as_pngs(client: Any, detector_dir: Path, mnist: Dataset)
     # The error map is drawn as `ae-anomaly score --error-maps` draws it.
     from ae_anomaly.deploy.batch import error_map_png
 
-    detector = AutoencoderDetector.load(detector_dir, device="cpu")
+    detector = AutoencoderDetector.load(tiny_detector_dir, device="cpu")
     error = detector.reconstruct(mnist.test_images[:1])[1][0]
     drawn = np.asarray(Image.open(io.BytesIO(base64.b64decode(result["error_map"]))))
     expected = np.asarray(Image.open(io.BytesIO(error_map_png(error, "mse"))))
@@ -164,7 +152,7 @@ def test_a_decompression_bomb_is_refused_before_it_is_decoded(client: Any) -> No
 
 
 def test_a_failure_of_the_server_is_a_500_with_one_sentence(
-    detector_dir: Path, monkeypatch: pytest.MonkeyPatch, mnist: Dataset
+    tiny_detector_dir: Path, monkeypatch: pytest.MonkeyPatch, mnist: Dataset
 ) -> None:
     warm_up = AutoencoderDetector.decision_function
 
@@ -174,7 +162,7 @@ def test_a_failure_of_the_server_is_a_500_with_one_sentence(
         raise RuntimeError("CUDA out of memory\n  a long story")
 
     monkeypatch.setattr(AutoencoderDetector, "decision_function", out_of_memory)
-    app = create_app(ServeSettings(detector_dir, device="cpu"))
+    app = create_app(ServeSettings(tiny_detector_dir, device="cpu"))
     with TestClient(app, raise_server_exceptions=False) as failing:
         files = [("file", ("d.png", png(mnist.test_images[0]), "image/png"))]
         response = failing.post("/v1/score", files=files)
@@ -182,8 +170,8 @@ def test_a_failure_of_the_server_is_a_500_with_one_sentence(
     assert response.json() == {"error": "the server failed to answer (RuntimeError)"}
 
 
-def test_limits_on_size_and_count(detector_dir: Path) -> None:
-    settings = ServeSettings(detector_dir, max_upload_mb=0.001, max_files=2, device="cpu")
+def test_limits_on_size_and_count(tiny_detector_dir: Path) -> None:
+    settings = ServeSettings(tiny_detector_dir, max_upload_mb=0.001, max_files=2, device="cpu")
     with TestClient(create_app(settings)) as small:
         big = [("file", ("b.png", b"x" * 5000, "image/png"))]
         assert small.post("/v1/score", files=big).status_code == 413
@@ -193,8 +181,10 @@ def test_limits_on_size_and_count(detector_dir: Path) -> None:
         assert response.status_code in (400, 413) and "error" in response.json()
 
 
-def test_a_token_guards_everything_but_health(detector_dir: Path) -> None:
-    with TestClient(create_app(ServeSettings(detector_dir, token="s3cret", device="cpu"))) as c:
+def test_a_token_guards_everything_but_health(tiny_detector_dir: Path) -> None:
+    with TestClient(
+        create_app(ServeSettings(tiny_detector_dir, token="s3cret", device="cpu"))
+    ) as c:
         assert c.get("/healthz").status_code == 200
         assert c.get("/v1/model").status_code == 401
         assert "bearer token" in c.get("/metrics").json()["error"]
@@ -284,11 +274,11 @@ async def _load(base: str, images: list[bytes], count: int, clients: int) -> lis
 
 
 def test_e2e_a_real_server_answers_and_stops_on_sigterm(
-    detector_dir: Path, mnist: Dataset, tmp_path: Path
+    tiny_detector_dir: Path, mnist: Dataset, tmp_path: Path
 ) -> None:
     import httpx
 
-    with running_server(detector_dir) as (server, base):
+    with running_server(tiny_detector_dir) as (server, base):
         files = [("file", ("d.png", png(mnist.test_images[0]), "image/png"))]
         response = httpx.post(f"{base}/v1/score", files=files, timeout=30)
         assert response.status_code == 200 and len(response.json()["results"]) == 1
@@ -308,11 +298,13 @@ def test_e2e_a_real_server_answers_and_stops_on_sigterm(
     )
 
 
-def test_e2e_sigterm_finishes_the_requests_in_flight(detector_dir: Path, mnist: Dataset) -> None:
+def test_e2e_sigterm_finishes_the_requests_in_flight(
+    tiny_detector_dir: Path, mnist: Dataset
+) -> None:
     import httpx
 
     # Each request waits up to a second for company: SIGTERM arrives while all wait.
-    with running_server(detector_dir, "--max-wait-ms", "1000") as (server, base):
+    with running_server(tiny_detector_dir, "--max-wait-ms", "1000") as (server, base):
         body = png(mnist.test_images[0])
 
         async def send_then_stop() -> list[int]:
