@@ -127,3 +127,24 @@ def test_float_images_are_checked_without_a_copy_and_never_shared() -> None:
     with pytest.raises(UserError, match="uint8 or float"):
         as_lazy_images(np.zeros((2, 4, 4), np.int32))
     assert isinstance(as_lazy_images(LazyImages(images)), LazyImages)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float64])
+def test_images_moved_to_a_device_once_read_as_they_did_from_the_host(dtype: type) -> None:
+    rng = np.random.default_rng(2)
+    stored = rng.integers(0, 256, (50, 3, 6, 5)).astype(dtype)
+    if dtype != np.uint8:
+        stored /= 255.0
+    lazy = as_lazy_images(stored).subset(np.arange(3, 40))
+    # the CPU stands in for an accelerator: the store becomes one tensor of the rows kept
+    resident = lazy.resident("cpu")
+    assert isinstance(resident.store, torch.Tensor) and resident.rows is None
+    assert resident.store.dtype == (torch.uint8 if dtype == np.uint8 else torch.float32)
+    assert resident.shape == lazy.shape
+    for index in [slice(2, 9), torch.tensor([5, 1, 3]), np.array([0, 7]), 4, (slice(1, 3), 0)]:
+        assert torch.equal(resident[index], lazy[index])
+    assert torch.equal(resident.subset(np.array([6, 2]))[:], lazy[np.array([6, 2])])
+    resident[:][0, 0, 0, 0] = 9.0  # a batch is never the store's own memory
+    assert torch.equal(resident[0], lazy[0])
+    # on the CPU, to() keeps reading from the host
+    assert not isinstance(lazy.to("cpu").store, torch.Tensor)

@@ -14,6 +14,7 @@ import pytest
 import torch
 from torch import nn
 
+from ae_anomaly.data.lazy_images import as_lazy_images
 from ae_anomaly.data.sources import load_dataset
 from ae_anomaly.data.tensors import to_image_tensor
 from ae_anomaly.errors import UserError
@@ -549,3 +550,33 @@ def test_a_checkpoint_of_another_model_is_refused_in_one_short_sentence(
     message = str(caught.value)
     assert "not those of this run's model" in message and "--overwrite" in message
     assert "\n" not in message and len(message) < 400
+
+
+# -- the accelerator path, run on the CPU ------------------------------------------------
+
+
+def test_bf16_autocast_trains_like_float32_and_keeps_float32_weights(digits: torch.Tensor) -> None:
+    settings = dict(epochs=2, batch_size=64, patience=2)
+    full = run(new_model(), digits[:256], digits[256:], **settings)
+    model = new_model()
+    half = run(model, digits[:256], digits[256:], precision="bf16", **settings)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert half.history[1].train_loss < half.history[0].train_loss
+    # bfloat16 keeps 8 bits of mantissa: the same course, not the same digits
+    for a, b in zip(full.history, half.history, strict=True):
+        assert b.val_loss == pytest.approx(a.val_loss, rel=0.05)
+    assert [r.val_loss for r in full.history] != [r.val_loss for r in half.history]
+
+
+def test_images_kept_on_the_device_train_exactly_as_images_read_per_batch(
+    digits: torch.Tensor,
+) -> None:
+    stored = (digits * 255).round().to(torch.uint8)
+    lazy = as_lazy_images(stored)
+    resident = lazy.subset(torch.arange(256)).resident("cpu")
+    assert isinstance(resident.store, torch.Tensor) and resident.store.dtype == torch.uint8
+    settings = dict(epochs=2, batch_size=64, patience=2)
+    per_batch, kept = new_model(), new_model()
+    run(per_batch, lazy.subset(torch.arange(256)), lazy.subset(torch.arange(256, 320)), **settings)
+    run(kept, resident, lazy.subset(torch.arange(256, 320)).resident("cpu"), **settings)
+    assert same_weights(per_batch.state_dict(), kept.state_dict())

@@ -182,6 +182,13 @@ class TrainingParams:
             description="learning rate: constant, or cosine (falling to 0 over all epochs' steps)"
         ),
     ] = "constant"
+    precision: Annotated[
+        Literal["float32", "bf16"],
+        Field(
+            description="training arithmetic: float32, or bf16 (bfloat16 autocast of the "
+            "forward pass, for GPUs that have it; weights, validation and scores stay float32)"
+        ),
+    ] = "float32"
 
 
 @dataclass(kw_only=True)

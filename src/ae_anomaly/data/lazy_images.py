@@ -20,16 +20,23 @@ from ae_anomaly.errors import UserError
 
 # uint8 pixels are divided by this; float input must already lie in [0, 1].
 UINT8_SCALE = 255.0
-# Images checked at a time for bad float values (no copy of the whole set is made).
+# Images checked at a time for bad float values, or copied to a device (no copy of the
+# whole set is made on the host).
 CHECK_CHUNK = 4096
+# The share of an accelerator's free memory the images may take to be kept there.
+RESIDENT_SHARE = 0.5
 
 
 class LazyImages:
     """Rows ``rows`` (all when None) of the (N, C, H, W) images in ``store``, read as
-    float32 tensors in [0, 1] on ``device``."""
+    float32 tensors in [0, 1] on ``device``. The store is host memory (an array, a memmap,
+    DiskImages), or one tensor already on ``device`` (``resident``)."""
 
     def __init__(
-        self, store: Any, rows: np.ndarray | None = None, device: torch.device | None = None
+        self,
+        store: Any,
+        rows: np.ndarray | torch.Tensor | None = None,
+        device: torch.device | None = None,
     ) -> None:
         self.store = store
         self.rows = rows
@@ -49,6 +56,10 @@ class LazyImages:
             images, rest = self[index[0]], index[1:]
             whole = isinstance(index[0], int | np.integer)
             return images[rest] if whole else images[(slice(None), *rest)]
+        if isinstance(self.store, torch.Tensor):
+            index = _on(self.store, index)
+            stored = index if self.rows is None else self.rows[index]
+            return _as_input(self.store[stored], self.device)
         if isinstance(index, torch.Tensor):
             index = index.cpu().numpy()
         if isinstance(index, int | np.integer):
@@ -60,17 +71,44 @@ class LazyImages:
 
     def subset(self, positions: Any) -> LazyImages:
         """The images at ``positions`` (of these rows), still unread."""
+        if isinstance(self.store, torch.Tensor):  # rows kept as positions on the device
+            positions = _on(self.store, positions)
+            rows = positions if self.rows is None else self.rows[positions]
+            return LazyImages(self.store, rows, self.device)
         if isinstance(positions, torch.Tensor):
             positions = positions.cpu().numpy()
         return LazyImages(self.store, self._stored(np.asarray(positions)), self.device)
 
     def to(self, device: torch.device | str) -> LazyImages:
-        """The same images, read onto ``device``."""
-        return LazyImages(self.store, self.rows, torch.device(device))
+        """The same images, read onto ``device``: on an accelerator they move there once
+        (``resident``) when they take at most half its free memory."""
+        device = torch.device(device)
+        if device.type != "cpu" and self.stored_bytes() <= _free_bytes(device) * RESIDENT_SHARE:
+            return self.resident(device)
+        return LazyImages(self.store, self.rows, device)
+
+    def resident(self, device: torch.device | str) -> LazyImages:
+        """These images copied to ``device`` once, as stored (uint8 stays uint8, float
+        becomes float32): batches are then gathered there, with no copy from the host."""
+        device = torch.device(device)
+        if isinstance(self.store, torch.Tensor):  # already resident: gather the rows there
+            kept = self.store if self.rows is None else self.store[self.rows]
+            return LazyImages(kept.to(device), None, device)
+        dtype = torch.uint8 if self.store.dtype == np.uint8 else torch.float32
+        store = torch.empty(tuple(self.shape), dtype=dtype, device=device)
+        for start in range(0, len(self), CHECK_CHUNK):
+            positions = np.arange(start, min(start + CHECK_CHUNK, len(self)))
+            part = _host_tensor(_read(self.store, self._stored(positions)))
+            store[start : start + len(part)] = part.to(device=device, dtype=dtype)
+        return LazyImages(store, None, device)
+
+    def stored_bytes(self) -> int:
+        """The bytes these rows take as stored."""
+        return len(self) * int(np.prod(self.store.shape[1:])) * self.store.dtype.itemsize
 
     def _stored(self, positions: np.ndarray) -> np.ndarray:
         positions = np.asarray(positions, dtype=np.int64)
-        return positions if self.rows is None else self.rows[positions]
+        return positions if self.rows is None else np.asarray(self.rows)[positions]
 
 
 def as_lazy_images(images: Any) -> LazyImages:
@@ -109,6 +147,20 @@ def _check_floats(images: Any) -> None:
             )
 
 
+def _free_bytes(device: torch.device) -> int:
+    """Free memory on an accelerator (0 where torch cannot say)."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    return 0
+
+
+def _on(store: torch.Tensor, index: Any) -> Any:
+    """``index`` as a device-resident store takes it: positions on the store's device."""
+    if isinstance(index, torch.Tensor | np.ndarray | list):
+        return torch.as_tensor(index, device=store.device)
+    return index
+
+
 def _read(store: Any, positions: np.ndarray) -> np.ndarray:
     """The stored images at ``positions``, in that order (read in sorted order: a file
     on disk is then read front to back)."""
@@ -121,13 +173,18 @@ def _read(store: Any, positions: np.ndarray) -> np.ndarray:
     return out
 
 
-def _as_input(batch: np.ndarray, device: torch.device) -> torch.Tensor:
-    """A batch of stored images as float32 in [0, 1] on ``device``."""
+def _host_tensor(batch: np.ndarray) -> torch.Tensor:
+    """Stored images as a tensor sharing their memory where torch can."""
     # torch takes neither read-only memory nor another byte order than the machine's.
     batch = np.require(
         batch, dtype=batch.dtype.newbyteorder("="), requirements=["C_CONTIGUOUS", "WRITEABLE"]
     )
-    tensor = torch.from_numpy(batch).to(device)
+    return torch.from_numpy(batch)
+
+
+def _as_input(batch: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A batch of stored images as float32 in [0, 1] on ``device``."""
+    tensor = (_host_tensor(batch) if isinstance(batch, np.ndarray) else batch).to(device)
     if tensor.dtype == torch.uint8:
         return tensor.to(torch.float32) / UINT8_SCALE
     return tensor.to(torch.float32, copy=True)  # never the caller's own memory

@@ -178,7 +178,8 @@ def _train_epoch(
         target = batch if task.train_targets is None else task.train_targets[index]
         if task.restore is not None:
             batch, target = task.restore(batch, generator)
-        loss = task.loss(forward(batch), target)
+        with _autocast(params, batch.device):
+            loss = task.loss(forward(batch), target)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -187,6 +188,12 @@ def _train_epoch(
         _call(callbacks, "on_batch_end", fit, total / count)
     total, seen = distributed.summed(total, count)  # over every rank's share
     return total / seen
+
+
+def _autocast(params: TrainingParams, device: torch.device) -> torch.autocast:
+    """bfloat16 autocast for ``precision: bf16``: matrix products and convolutions in
+    bf16, reductions and the loss in float32; the weights and the optimizer stay float32."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=params.precision == "bf16")
 
 
 def _usable_draws(draws: int, batch_size: int) -> int:
