@@ -121,12 +121,14 @@ def test_sklearn_outlier_methods_are_absent() -> None:
 @pytest.mark.parametrize("name", ["v1-conv-bn-mse", "v1-ensemble-ssim-latent-knn"])
 def test_detectors_saved_by_version_0_1_load_and_score_exactly(name: str) -> None:
     """Folders written by ae-anomaly 0.1.0 (format 1, no digest): same threshold, and the
-    scores it computed for these digits, bit for bit."""
+    scores it computed for these digits, to 1e-5: scoring now runs the network with its
+    batch-norm folded into the layers before (nn/fusion.py), the same sums rounded
+    differently."""
     expected = json.loads((FIXTURES / "v1-scores.json").read_text())
     detector = AutoencoderDetector.load(FIXTURES / name, device="cpu")
     probe = np.load(FIXTURES / "probe.npy")
     assert detector.threshold_ == expected["thresholds"][name]
-    np.testing.assert_array_equal(detector.decision_function(probe), expected[name])
+    np.testing.assert_allclose(detector.decision_function(probe), expected[name], rtol=0, atol=1e-5)
 
 
 def test_a_format_2_file_without_its_digest_is_refused(tmp_path: Path) -> None:

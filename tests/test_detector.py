@@ -594,6 +594,7 @@ def test_get_params_lists_every_init_argument() -> None:
         "patience": 2,
         "loss": "mse",
         "schedule": "constant",
+        "precision": "float32",
         "restore": "none",
         "restore_angle": 30.0,
         "restore_share": 0.5,

@@ -145,16 +145,14 @@ class CodeNeighbours(CodeTerm):
     def forward(self, codes: torch.Tensor) -> torch.Tensor:
         """(N, d) codes -> (N,) mean distances to the nearest reference codes."""
         z = (codes.flatten(1) - self.shift) / self.scale
-        # |z - r|^2 = |z|^2 + |r|^2 - 2 z.r: one matrix product for the whole batch
-        # (torch.cdist does not export to ONNX); rounding can dip below 0.
-        squared = (
-            z.square().sum(dim=1, keepdim=True)
-            + self.reference.square().sum(dim=1)
-            - 2 * z @ self.reference.T
-        ).clamp(min=0)
+        # |z - r|^2 = |z|^2 + (|r|^2 - 2 z.r): the bracket is one matrix product with its
+        # addition for the whole batch (torch.cdist does not export to ONNX), and |z|^2,
+        # the same for every r, is added to the k nearest only; rounding can dip below 0.
+        partial = torch.addmm(self.reference.square().sum(dim=1), z, self.reference.T, alpha=-2)
         k = min(NEIGHBOURS, int(self.reference.shape[0]))
-        nearest = torch.topk(squared, k, dim=1, largest=False).values
-        return nearest.sqrt().mean(dim=1)
+        nearest = torch.topk(partial, k, dim=1, largest=False).values
+        squared = (nearest + z.square().sum(dim=1, keepdim=True)).clamp(min=0)
+        return squared.sqrt().mean(dim=1)
 
     @classmethod
     def fitted(cls, codes: torch.Tensor | None, seed: int) -> CodeNeighbours:

