@@ -4,6 +4,8 @@ scikit-learn tooling, and detectors saved by ae-anomaly 0.1 (format 1) loading u
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -141,3 +143,32 @@ def test_a_format_2_file_without_its_digest_is_refused(tmp_path: Path) -> None:
     (folder / "detector.json").write_text(json.dumps(meta))
     with pytest.raises(UserError, match="weights_sha256"):
         AutoencoderDetector.load(folder, device="cpu")
+
+
+def test_repr_shows_the_arguments_that_differ_from_the_defaults() -> None:
+    detector = AutoencoderDetector(epochs=3, model_args={"code": 8})
+    assert repr(detector) == "AutoencoderDetector(epochs=3, model_args={'code': 8})"
+    assert repr(AutoencoderDetector()) == "AutoencoderDetector()"
+
+
+def test_set_params_refuses_a_name_that_is_not_an_argument() -> None:
+    detector = AutoencoderDetector().set_params(epochs=4)
+    assert detector.epochs == 4
+    with pytest.raises(ValueError, match="Invalid parameter 'epoch'"):
+        detector.set_params(epoch=4)
+
+
+def test_loading_and_scoring_never_import_scikit_learn(tmp_path: Path) -> None:
+    """scikit-learn takes 0.7 s to import; only fitting needs it."""
+    folder = FIXTURES / "v1-ensemble-ssim-latent-knn"  # a combined score with code terms
+    script = (
+        "import sys, numpy as np\n"
+        "from ae_anomaly import AutoencoderDetector\n"
+        "import ae_anomaly.cli.deploy, ae_anomaly.deploy.batch\n"
+        f"d = AutoencoderDetector.load({str(folder)!r}, device='cpu')\n"
+        f"d.decision_function(np.load({str(FIXTURES / 'probe.npy')!r}))\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('sklearn', 'scipy')))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -63,6 +63,9 @@ class DigitClassifierModel(NetworkParams, ClassifierTraining, ImageEstimator):
     ``val_accuracy_`` and ``train_seconds_``.
     """
 
+    # Not the dataclass repr of the first parameter group, which shows only its fields.
+    __repr__ = ImageEstimator.__repr__
+
     # -- fitting ---------------------------------------------------------------
 
     def fit(

@@ -90,6 +90,9 @@ class AutoencoderDetector(ModelParams, ScoreParams, AutoencoderTraining, ImageEs
     (fitted from them).
     """
 
+    # Not the dataclass repr of the first parameter group, which shows only its fields.
+    __repr__ = ImageEstimator.__repr__
+
     # -- fitting ---------------------------------------------------------------
 
     def fit(
