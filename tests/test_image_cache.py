@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ae_anomaly.data import image_cache
+from ae_anomaly.data import decoding, image_cache
 from ae_anomaly.data.image_cache import DiskImages, cached_images
 from ae_anomaly.data.images import read_images
 from ae_anomaly.data.lazy_images import LazyImages, as_lazy_images
@@ -42,7 +42,7 @@ def test_the_cache_holds_what_reading_gives_and_is_read_once(
     def no_decoding(*args: object, **kwargs: object) -> None:
         raise AssertionError("a cached folder was decoded again")
 
-    monkeypatch.setattr(image_cache, "read_images", no_decoding)
+    monkeypatch.setattr(decoding, "read_images", no_decoding)
     again = cached_images(paths, (8, 8), 3, "fail", 10**8, tmp_path / "cache")
     assert np.array_equal(again.images[:], direct.images)
 
@@ -148,3 +148,35 @@ def test_images_moved_to_a_device_once_read_as_they_did_from_the_host(dtype: typ
     assert torch.equal(resident[0], lazy[0])
     # on the CPU, to() keeps reading from the host
     assert not isinstance(lazy.to("cpu").store, torch.Tensor)
+
+
+def test_a_large_folder_is_decoded_by_worker_processes_into_the_same_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    paths = _files(tmp_path / "in", n=40)
+    alone = cached_images(paths, (12, 10), 3, "fail", 10**8, tmp_path / "c1")
+    # 40 files, chunks of 4, workers from 8 files on: 10 chunks over the worker processes
+    monkeypatch.setattr(decoding, "DECODE_CHUNK", 4)
+    monkeypatch.setattr(decoding, "PARALLEL_FROM", 8)
+    started: list[int] = []
+    real_pool = decoding.ProcessPoolExecutor
+
+    def counted_pool(workers: int, **kwargs: object) -> object:
+        started.append(workers)
+        return real_pool(workers, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(decoding, "ProcessPoolExecutor", counted_pool)
+    monkeypatch.setattr(decoding, "_usable_cpus", lambda: 2)
+    shared = cached_images(paths, (12, 10), 3, "fail", 10**8, tmp_path / "c2")
+    assert started == [2]
+    assert np.array_equal(shared.images[:], alone.images[:])
+    assert shared.paths == alone.paths
+    # an unreadable file ends the decoding with the sentence one process gives
+    (tmp_path / "in" / "017.png").write_bytes(b"not a png")
+    with pytest.raises(UserError, match=r"017\.png") as failed:
+        cached_images(paths, (12, 10), 3, "fail", 10**8, tmp_path / "c3")
+    monkeypatch.setattr(decoding, "PARALLEL_FROM", 10**9)
+    with pytest.raises(UserError) as failed_alone:
+        cached_images(paths, (12, 10), 3, "fail", 10**8, tmp_path / "c4")
+    assert str(failed.value) == str(failed_alone.value)
+    assert not list((tmp_path / "c3").glob("*.u8"))  # nothing half-written is left

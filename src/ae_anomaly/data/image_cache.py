@@ -3,7 +3,8 @@
 Decoding and resizing image files is the slow part of reading a folder, and holding
 every decoded image in memory is what limits its size. ``cached_images`` decodes the
 files a chunk at a time, appends each chunk to one raw file (N, C, H, W uint8) in the
-cache folder, and returns ``DiskImages`` over it, which reads the rows asked for. The
+cache folder (data/decoding.py: in worker processes for a large folder), and returns
+``DiskImages`` over it, which reads the rows asked for. The
 file is named by a digest of what went into it (each file's path, size and modification
 time; the size and channels asked for), so a second run on the same folder reads no
 image file, and any change to the folder makes a new entry. An entry is complete or
@@ -22,11 +23,11 @@ from typing import Any
 
 import numpy as np
 
+from ae_anomaly.data.decoding import decoded_chunks
 from ae_anomaly.data.images import (
     ImageSet,
     OnError,
     Skipped,
-    read_images,
     regular_only,
     unreadable_sentence,
 )
@@ -34,8 +35,6 @@ from ae_anomaly.errors import UserError
 from ae_anomaly.fileio import atomic_write, write_text
 
 CACHE_FORMAT = 1
-# Files decoded, and images appended to the cache file, at a time.
-DECODE_CHUNK = 256
 # Bytes read through one mapping of the file before it is mapped afresh: the pages a
 # mapping has touched count as the process's memory until it is dropped, and random
 # rows touch several times their size (the kernel maps the pages around each one).
@@ -136,9 +135,7 @@ def _write_entry(
 
     def decode_into(tmp: Path) -> None:
         with tmp.open("wb") as stream:
-            for start in range(0, len(paths), DECODE_CHUNK):
-                part = paths[start : start + DECODE_CHUNK]
-                read = read_images(part, size, channels, on_error, max_pixels)
+            for read in decoded_chunks(paths, size, channels, on_error, max_pixels):
                 stream.write(read.images.tobytes())
                 kept.extend(read.paths)
                 skipped.extend(read.skipped)

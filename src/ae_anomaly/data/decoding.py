@@ -1,0 +1,69 @@
+"""Decoding many image files, a chunk at a time, in worker processes when there are many.
+
+Decoding is the slow part of reading a folder, and it is the same work file after file,
+so processes share it well: each worker decodes whole chunks and hands back one uint8
+array per chunk, in the order of the files. Running it outside the main process has a
+second use: decoding thousands of files leaves the C library's heap in many small
+pieces, and the training that follows in the same process then peaked 200 MB higher at
+20,000 images (measured: 895 MiB after decoding against 693 MiB from the cache). A
+worker's heap goes when the worker does.
+
+A folder of fewer than PARALLEL_FROM files is decoded in the process itself: starting
+workers costs more than it saves.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+from ae_anomaly.data.images import ImageSet, OnError, read_images
+
+# Files decoded at a time, and the fewest files worth starting workers for.
+DECODE_CHUNK = 256
+PARALLEL_FROM = 4 * DECODE_CHUNK
+# The most workers: beyond this the disk, not the CPU, sets the pace.
+MAX_WORKERS = 8
+
+
+def decoded_chunks(
+    paths: Sequence[Path],
+    size: tuple[int, int],
+    channels: int,
+    on_error: OnError,
+    max_pixels: int,
+) -> Iterator[ImageSet]:
+    """``read_images`` of DECODE_CHUNK files at a time, in the files' order; an unreadable
+    file raises (``on_error`` fail) as it would in this process."""
+    chunks = [list(paths[i : i + DECODE_CHUNK]) for i in range(0, len(paths), DECODE_CHUNK)]
+    workers = min(MAX_WORKERS, _usable_cpus(), len(chunks))
+    if len(paths) < PARALLEL_FROM or workers < 2:
+        for chunk in chunks:
+            yield read_images(chunk, size, channels, on_error, max_pixels)
+        return
+    # spawn, not fork: a forked copy of a process running torch's threads can hang.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        # A bounded window of chunks in flight: results wait in memory until written.
+        window = 2 * workers
+        pending = [
+            pool.submit(read_images, chunk, size, channels, on_error, max_pixels)
+            for chunk in chunks[:window]
+        ]
+        for next_chunk in [*chunks[window:], *[None] * len(pending)]:
+            done = pending.pop(0).result()
+            if next_chunk is not None:
+                pending.append(
+                    pool.submit(read_images, next_chunk, size, channels, on_error, max_pixels)
+                )
+            yield done
+
+
+def _usable_cpus() -> int:
+    """CPUs this process may run on (its affinity, where the system says)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
