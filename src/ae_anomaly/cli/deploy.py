@@ -140,11 +140,7 @@ def _score_over_ranks(
     """``score`` as one of several processes (deploy/sharded.py); rank 0 writes."""
     from ae_anomaly.deploy.sharded import score_sharded
     from ae_anomaly.detector.estimator import AutoencoderDetector
-    from ae_anomaly.errors import UserError
     from ae_anomaly.nn import distributed
-
-    if error_maps is not None:
-        raise UserError("--error-maps needs a single process: run score without torchrun")
 
     def write_output(write_rows: Callable[[TextIO], None]) -> None:
         _into_output(output, write_rows)
@@ -158,6 +154,7 @@ def _score_over_ranks(
             fmt=cast("OutputFormat", fmt),
             chunk_size=batch_size,
             on_error=cast("OnError", on_error),
+            error_maps=error_maps,
         )
     if summary is not None:  # rank 0
         _report(summary, Console(stderr=True, quiet=quiet), detector.threshold_, output)

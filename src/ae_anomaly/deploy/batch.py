@@ -148,7 +148,7 @@ def score_inputs(
     detector._fitted_model()  # refuse an unfitted detector before reading anything
     made = error_maps is not None and not error_maps.exists()
     if error_maps is not None:
-        _make_folder(error_maps)
+        make_folder(error_maps)
     skipped: list[Skipped] = []
     counted = 0
 
@@ -189,7 +189,7 @@ def score_inputs(
     return summary
 
 
-def _make_folder(folder: Path) -> None:
+def make_folder(folder: Path) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
