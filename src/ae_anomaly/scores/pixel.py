@@ -50,9 +50,10 @@ SSIM_SIGMA = 1.5
 SSIM_RADIUS = 5
 _SSIM_C1 = 0.01**2
 _SSIM_C2 = 0.03**2
-# The bytes of one image tensor that a pixel score's passes handle at a time (measured on
-# 512 digits: 64 a time, 200 KB, was fastest; 32 and 128 were 12% slower), and at least
-# how many images (the Python work per chunk must stay small next to its arithmetic).
+# The bytes of one image tensor that a pixel score's passes handle at a time (ssim on 512
+# digits, one thread: 200 KB, 63 digits, took 7.4 ms; 100 KB 8.7, 400 KB 11.3, all at
+# once 15.0), and at least how many images (the Python work per chunk must stay small
+# next to its arithmetic).
 CACHE_BYTES = 200_000
 MIN_CHUNK = 8
 # The widest image blurred by matrix products (gaussian_blur), measured on one CPU thread:
@@ -82,9 +83,9 @@ def error_map(images: torch.Tensor, reconstructions: torch.Tensor, kind: str) ->
 def image_scores(images: torch.Tensor, reconstructions: torch.Tensor, kind: str) -> torch.Tensor:
     """One score per image: the mean of its error map (``rel-blur``: the energy ratio).
 
-    Computed a few images at a time: ssim makes some twenty passes over images-sized
-    tensors, and while those stay in the CPU's cache it runs twice as fast (6.2 against
-    12.5 ms for 512 digits, one thread). An ONNX export traces one pass over the batch."""
+    Computed a few images at a time: ssim makes some twenty passes over image-sized
+    tensors, and while those stay in the CPU's cache it runs twice as fast (CACHE_BYTES).
+    An ONNX export traces one pass over the whole batch."""
     step = max(MIN_CHUNK, CACHE_BYTES // (images[0].numel() * images.element_size()))
     if len(images) <= step or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
         return _image_scores(images, reconstructions, kind)
@@ -138,11 +139,11 @@ def gaussian_blur(
     radius = math.ceil(2 * sigma) if radius is None else radius
     # The kernel and sizes are plain Python numbers, so that an ONNX export sees
     # them as constants (a traced kernel has no known shape).
-    kernel = _kernel(sigma, radius, images.dtype, images.device)
     height, width = int(images.shape[-2]), int(images.shape[-1])
     if max(height, width) <= MATRIX_BLUR_SIDE:
         # The band is symmetric: x @ B blurs along rows, and B @ x along columns.
         return _band(sigma, radius, height, images) @ (images @ _band(sigma, radius, width, images))
+    kernel = _kernel(sigma, radius, images.dtype, images.device)
     channels = int(images.shape[1])
     # One kernel per channel (groups=channels): channels are blurred independently.
     row = kernel.view(1, 1, 1, -1).repeat(channels, 1, 1, 1)
