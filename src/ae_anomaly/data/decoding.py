@@ -9,13 +9,18 @@ pieces, and the training that follows in the same process then peaked 200 MB hig
 worker's heap goes when the worker does.
 
 A folder of fewer than PARALLEL_FROM files is decoded in the process itself: starting
-workers costs more than it saves.
+workers costs more than it saves. So is every folder where processes cannot be forked
+(macOS, Windows): a spawned worker imports the caller's main module again, and a user's
+script without an ``if __name__ == "__main__"`` guard would then fail. A forked worker
+only decodes (Pillow and NumPy, no torch), so torch's threads in the parent are no
+hazard to it.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -40,12 +45,11 @@ def decoded_chunks(
     file raises (``on_error`` fail) as it would in this process."""
     chunks = [list(paths[i : i + DECODE_CHUNK]) for i in range(0, len(paths), DECODE_CHUNK)]
     workers = min(MAX_WORKERS, _usable_cpus(), len(chunks))
-    if len(paths) < PARALLEL_FROM or workers < 2:
+    if len(paths) < PARALLEL_FROM or workers < 2 or not sys.platform.startswith("linux"):
         for chunk in chunks:
             yield read_images(chunk, size, channels, on_error, max_pixels)
         return
-    # spawn, not fork: a forked copy of a process running torch's threads can hang.
-    context = multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("fork")
     with ProcessPoolExecutor(workers, mp_context=context) as pool:
         # A bounded window of chunks in flight: results wait in memory until written.
         window = 2 * workers
