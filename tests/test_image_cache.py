@@ -4,6 +4,8 @@ decoded once to disk, read back a batch at a time as the same numbers as in memo
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -180,3 +182,22 @@ def test_a_large_folder_is_decoded_by_worker_processes_into_the_same_bytes(
         cached_images(paths, (12, 10), 3, "fail", 10**8, tmp_path / "c4")
     assert str(failed.value) == str(failed_alone.value)
     assert not list((tmp_path / "c3").glob("*.u8"))  # nothing half-written is left
+
+
+def test_a_script_without_a_main_guard_can_decode_with_workers(tmp_path: Path) -> None:
+    """Spawned workers would import the script again and fail; forked ones do not."""
+    paths = _files(tmp_path / "in", n=24)
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "from pathlib import Path\n"
+        "from ae_anomaly.data import decoding\n"
+        "from ae_anomaly.data.image_cache import cached_images\n"
+        "decoding.DECODE_CHUNK, decoding.PARALLEL_FROM = 4, 8\n"
+        "decoding._usable_cpus = lambda: 2\n"
+        f"paths = sorted(Path({str(tmp_path / 'in')!r}).iterdir())\n"
+        f"read = cached_images(paths, (12, 10), 3, 'fail', 10**8, Path({str(tmp_path / 'c')!r}))\n"
+        "print(len(read.paths))\n"
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == str(len(paths))
