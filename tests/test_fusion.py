@@ -110,3 +110,14 @@ def test_the_matrix_blur_is_the_convolution_blur(
     by_convolution = pixel.gaussian_blur(images, sigma, radius)
     assert by_matrix.shape == images.shape
     assert torch.allclose(by_matrix, by_convolution, rtol=0, atol=1e-6)
+
+
+def test_a_network_made_under_inference_mode_is_copied_afresh_each_time() -> None:
+    with torch.inference_mode():
+        model = _trained_statistics(build_model("conv-dense", (1, 28, 28)), (1, 28, 28))
+        model.eval()
+        first = scoring_copy(model)
+        model.encoder[0].weight.mul_(2.0)  # no version counter records this
+        images = torch.rand(4, 1, 28, 28)
+        assert torch.allclose(scoring_copy(model)(images), model(images), rtol=0, atol=1e-5)
+        assert scoring_copy(model) is not first

@@ -41,7 +41,12 @@ _COPIES: weakref.WeakKeyDictionary[nn.Module, tuple[object, nn.Module]] = (
 def scoring_copy(network: nn.Module) -> nn.Module:
     """``for_scoring(network)``, made once, and again whenever the network's tensors were
     changed or moved since (each tensor's storage and version counter say so)."""
-    state = tuple((t.data_ptr(), t._version) for t in network.state_dict().values())
+    tensors = list(network.state_dict().values())
+    if any(t.is_inference() for t in tensors):
+        # Made under inference_mode, these keep no version counter: no change could be
+        # seen, so the copy is made afresh each time.
+        return for_scoring(network)
+    state = tuple((t.data_ptr(), t._version) for t in tensors)
     known = _COPIES.get(network)
     if known is None or known[0] != state:
         known = (state, for_scoring(network))
