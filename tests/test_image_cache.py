@@ -201,3 +201,34 @@ def test_a_script_without_a_main_guard_can_decode_with_workers(tmp_path: Path) -
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == str(len(paths))
+
+
+def test_a_folder_read_before_opens_no_file_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, isolated_data_env: Path
+) -> None:
+    from ae_anomaly.data import folder as folder_module
+    from ae_anomaly.data.folder import load_image_folder
+
+    _files(tmp_path / "set" / "train", n=12)
+    (tmp_path / "set" / "train" / "005.png").write_bytes(b"not a png")
+    with pytest.raises(UserError, match=r"005\.png") as first:
+        load_image_folder(tmp_path / "set")
+    skipping = load_image_folder(tmp_path / "set", on_error="skip")
+    assert [Path(s.path).name for s in skipping.skipped] == ["005.png"]
+
+    def no_opening(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a file of a folder read before was opened again")
+
+    monkeypatch.setattr(folder_module, "open_image", no_opening)
+    monkeypatch.setattr(decoding, "read_images", no_opening)
+    again = load_image_folder(tmp_path / "set", on_error="skip")
+    assert again.train_paths == skipping.train_paths and again.input_shape == (3, 12, 10)
+    assert np.array_equal(again.train_images[:], skipping.train_images[:])
+    with pytest.raises(UserError) as remembered_failure:
+        load_image_folder(tmp_path / "set")
+    assert str(remembered_failure.value) == str(first.value)
+    # a changed file is read again
+    monkeypatch.undo()
+    monkeypatch.setenv("AE_ANOMALY_CACHE", str(isolated_data_env))
+    Image.new("RGB", (10, 12)).save(tmp_path / "set" / "train" / "005.png")
+    assert len(load_image_folder(tmp_path / "set").train_paths) == 12

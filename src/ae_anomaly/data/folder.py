@@ -24,11 +24,12 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ae_anomaly.data.arrays import ARRAY_SUFFIXES, as_nchw, load_array
-from ae_anomaly.data.image_cache import DiskImages, cached_images
+from ae_anomaly.data.image_cache import DiskImages, cached_images, remembered
 from ae_anomaly.data.images import (
     DEFAULT_MAX_PIXELS,
     IMAGE_SUFFIXES,
@@ -100,17 +101,27 @@ class _Header:
 def _headers(
     paths: Sequence[Path], on_error: OnError, max_pixels: int
 ) -> tuple[list[_Header], list[Skipped]]:
-    """Mode and size of each file, read from its header only (no pixels are decoded)."""
-    headers: list[_Header] = []
+    """Mode and size of each file, read from its header only (no pixels are decoded), and
+    remembered in the image cache: a later run on the same files opens none of them."""
     paths, skipped = regular_only(paths)
-    for path in paths:
-        try:
-            with open_image(path, max_pixels) as image:
-                headers.append(_Header(path, image_channels(image.mode), upright_size(image)))
-        except UNREADABLE as exc:
-            if on_error == "fail":
-                raise UserError(unreadable_sentence(path, describe_error(exc))) from None
-            skipped.append(Skipped(str(path), describe_error(exc)))
+
+    def read() -> dict[str, list[list[Any]]]:
+        rows: list[list[Any]] = []
+        unreadable: list[list[str]] = []
+        for path in paths:
+            try:
+                with open_image(path, max_pixels) as image:
+                    rows.append([str(path), image_channels(image.mode), *upright_size(image)])
+            except UNREADABLE as exc:
+                unreadable.append([str(path), describe_error(exc)])
+        return {"headers": rows, "unreadable": unreadable}
+
+    found = remembered(image_cache_folder(), paths, ["headers", max_pixels], read)
+    unreadable = [Skipped(path, reason) for path, reason in found["unreadable"]]
+    if unreadable and on_error == "fail":  # the first in the files' order, as before
+        raise UserError(unreadable_sentence(unreadable[0].path, unreadable[0].reason))
+    skipped += unreadable
+    headers = [_Header(Path(path), channels, (h, w)) for path, channels, h, w in found["headers"]]
     return headers, skipped
 
 

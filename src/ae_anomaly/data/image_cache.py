@@ -13,11 +13,12 @@ absent: its pixels, then its description (JSON), are each written atomically.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +83,7 @@ def cached_images(
 ) -> ImageSet:
     """``read_images`` of ``paths``, through the cache in ``folder``."""
     paths, not_regular = regular_only(paths)
-    key = _digest(paths, size, channels)
+    key = _digest(paths, list(size), channels)
     entry = _read_entry(folder, key)
     if entry is None:
         entry = _write_entry(folder, key, paths, size, channels, on_error, max_pixels)
@@ -93,8 +94,30 @@ def cached_images(
     return ImageSet(images, kept, skipped)  # type: ignore[arg-type]
 
 
-def _digest(paths: Sequence[Path], size: tuple[int, int], channels: int) -> str:
-    digest = hashlib.sha256(json.dumps([CACHE_FORMAT, list(size), channels]).encode())
+def remembered(
+    folder: Path, paths: Sequence[Path], what: list[Any], compute: Callable[[], Any]
+) -> Any:
+    """``compute()`` (a JSON value), or what it gave before for the same files (each
+    one's path, size and modification time) and ``what``, kept in the cache ``folder``.
+
+    For what a folder's files say without being decoded (their headers), so that a
+    later run on the same folder opens none of them. A cache that cannot be written
+    only costs the time to compute it again."""
+    file = folder / f"{_digest(paths, *what)}.json"
+    try:
+        return json.loads(file.read_text(encoding="utf-8"))["value"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    value = compute()
+    with contextlib.suppress(OSError):
+        file.parent.mkdir(parents=True, exist_ok=True)
+        write_text(file, json.dumps({"value": value}))
+    return value
+
+
+def _digest(paths: Sequence[Path], *what: Any) -> str:
+    """A key for ``paths`` as they are now (path, size, modification time) and ``what``."""
+    digest = hashlib.sha256(json.dumps([CACHE_FORMAT, *what]).encode())
     for path in paths:
         stat = path.stat()
         digest.update(f"{os.path.abspath(path)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
