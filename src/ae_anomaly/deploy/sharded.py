@@ -192,13 +192,14 @@ class _MapParts:
         self.renamed: list[Path] = []
 
     def of_rank(self, rank: int) -> Path:
-        part = self.folder / f".parts-{rank}"
+        """The folder ``rank`` writes its maps to, made."""
+        part = self._part(rank)
         part.mkdir(exist_ok=True)
         return part
 
     def rename(self, rank: int, rank_row: int, row: int, name: str) -> None:
         target = self.folder / error_map_name(row, name)
-        os.replace(self.of_rank(rank) / error_map_name(rank_row, name), target)
+        os.replace(self._part(rank) / error_map_name(rank_row, name), target)
         self.renamed.append(target)
 
     def remove_renamed(self, made: bool) -> None:
@@ -209,6 +210,9 @@ class _MapParts:
         if made:
             with contextlib.suppress(OSError):
                 self.folder.rmdir()
+
+    def _part(self, rank: int) -> Path:
+        return self.folder / f".parts-{rank}"
 
     def remove_parts(self) -> None:
         for part in self.folder.glob(".parts-*"):
