@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ae_anomaly.data import decoding, image_cache
+from ae_anomaly.data import decoding
 from ae_anomaly.data.image_cache import DiskImages, cached_images
 from ae_anomaly.data.images import read_images
 from ae_anomaly.data.lazy_images import LazyImages, as_lazy_images
@@ -84,20 +84,37 @@ def test_a_damaged_entry_is_decoded_again(tmp_path: Path) -> None:
     assert np.array_equal(cached_images(paths, (8, 8), 3, "fail", 10**8, cache).images[:], good)
 
 
-def test_reads_map_the_file_afresh_so_memory_does_not_grow(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    images = cached_images(_files(tmp_path / "i"), (8, 8), 3, "fail", 10**8, tmp_path / "c").images
-    assert isinstance(images, DiskImages)
-    # Each read counts the pages the kernel maps around a row (64 KiB), not its bytes.
-    monkeypatch.setattr(image_cache, "REMAP_BYTES", 2 * image_cache.FAULT_AROUND_BYTES)
-    images[0:2]
-    images[2:4]
-    assert images._mapped is not None
-    images[4:6]  # past the budget: the mapping (and the pages it touched) is dropped
-    assert images._mapped is None
-    images[[1, 5, 9]]  # three rows read alone: three times the pages
-    assert images._mapped is None
+def test_rows_read_from_disk_index_like_the_array(tmp_path: Path) -> None:
+    array = np.random.default_rng(0).integers(0, 256, (50, 3, 4, 5), dtype=np.uint8)
+    (tmp_path / "x.u8").write_bytes(array.tobytes())
+    images = DiskImages(tmp_path / "x.u8", array.shape)
+    for index in [7, -1, slice(None), slice(3, 9), slice(40, 99), slice(1, 30, 4), slice(9, 3)]:
+        assert np.array_equal(images[index], array[index])
+    for positions in [[5, 6, 7, 20, 21, 2], [], [-3, 0], np.array([49, 49, 0])]:
+        assert np.array_equal(images[positions], array[positions])
+    with pytest.raises(IndexError):
+        images[[0, 50]]
+    (tmp_path / "x.u8").write_bytes(array.tobytes()[:-10])
+    with pytest.raises(UserError, match="shorter than it should be"):
+        DiskImages(tmp_path / "x.u8", array.shape)[-1]
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc")
+def test_reading_every_row_does_not_grow_the_process_memory(tmp_path: Path) -> None:
+    rows, row_bytes = 4096, 64 * 64 * 3  # 48 MiB of colour 64x64 images
+    (tmp_path / "x.u8").write_bytes(os.urandom(rows * row_bytes))
+    images = DiskImages(tmp_path / "x.u8", (rows, 3, 64, 64))
+
+    def resident_file_mib() -> float:
+        status = Path("/proc/self/status").read_text()
+        line = next(line for line in status.splitlines() if line.startswith("RssFile"))
+        return int(line.split()[1]) / 1024
+
+    before = resident_file_mib()
+    order = np.random.default_rng(0).permutation(rows)
+    for start in range(0, rows, 64):  # an epoch of random batches, as training reads
+        images[np.sort(order[start : start + 64])]
+    assert resident_file_mib() - before < 8
 
 
 def test_lazy_images_read_the_numbers_a_whole_conversion_gives() -> None:
