@@ -131,6 +131,36 @@ def _killed_after_first_epoch(out: Path, env: dict[str, str], cwd: Path) -> None
     assert not out.exists()
 
 
+def _two_nodes(out: str, env: dict[str, str], cwd: Path) -> None:
+    """The multi-node form: two torchrun agents of one process each, joined by a c10d
+    rendezvous (here both on this machine), as two machines would start them."""
+    port = free_port()
+    node = [
+        *TORCHRUN[:3],
+        "--nnodes=2",
+        "--nproc-per-node=1",
+        "--rdzv-backend=c10d",
+        f"--rdzv-endpoint=127.0.0.1:{port}",
+        "--rdzv-id=nodes",
+    ]
+    command = [*node, "-m", "ae_anomaly", "run", *SLICE, "--out", out]
+    # torchrun sets one thread per process only when it starts several on a node
+    agents = [
+        subprocess.Popen(
+            command, env={**env, "OMP_NUM_THREADS": "1"}, cwd=cwd, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
+    try:
+        for agent in agents:
+            _, stderr = agent.communicate(timeout=600)
+            assert agent.returncode == 0, stderr[-3000:]
+    finally:
+        for agent in agents:
+            if agent.poll() is None:
+                agent.kill()
+
+
 @pytest.fixture(scope="module")
 def runs(shared_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """One process, two processes twice, and two processes killed then resumed."""
@@ -144,6 +174,7 @@ def runs(shared_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
     _torchrun(["--out", "again"], env, root)
     _killed_after_first_epoch(root / "resumed", env, root)
     _torchrun(["--resume", "--out", "resumed"], env, root)
+    _two_nodes("nodes", env, root)
     return {"root": root, "two_stdout": two.stdout}
 
 
@@ -157,6 +188,7 @@ def test_e2e_two_processes_train_the_detector_one_process_trains(runs: dict[str,
     # Rank 0 alone wrote: one finished folder per run, nothing else, no output from rank 1.
     assert sorted(p.name for p in root.iterdir() if p.name != "cache") == [
         "again",
+        "nodes",
         "one",
         "resumed",
         "two",
@@ -170,6 +202,15 @@ def test_e2e_two_processes_repeat_their_scores(runs: dict[str, Any]) -> None:
     root = runs["root"]
     assert (root / "two" / "scores.csv").read_bytes() == (
         root / "again" / "scores.csv"
+    ).read_bytes()
+
+
+def test_e2e_two_machines_joined_by_a_rendezvous_train_what_one_machine_trains(
+    runs: dict[str, Any],
+) -> None:
+    root = runs["root"]
+    assert (root / "nodes" / "scores.csv").read_bytes() == (
+        root / "two" / "scores.csv"
     ).read_bytes()
 
 
