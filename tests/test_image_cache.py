@@ -14,7 +14,9 @@ import torch
 from PIL import Image
 
 from ae_anomaly.data import decoding
-from ae_anomaly.data.image_cache import DiskImages, cached_images
+from ae_anomaly.data.arrays import stored_rows
+from ae_anomaly.data.disk_images import DiskImages
+from ae_anomaly.data.image_cache import cached_images
 from ae_anomaly.data.images import read_images
 from ae_anomaly.data.lazy_images import LazyImages, as_lazy_images
 from ae_anomaly.errors import UserError
@@ -88,14 +90,15 @@ def test_rows_read_from_disk_index_like_the_array(tmp_path: Path) -> None:
     array = np.random.default_rng(0).integers(0, 256, (50, 3, 4, 5), dtype=np.uint8)
     (tmp_path / "x.u8").write_bytes(array.tobytes())
     images = DiskImages(tmp_path / "x.u8", array.shape)
-    for index in [7, -1, slice(None), slice(3, 9), slice(40, 99), slice(1, 30, 4), slice(9, 3)]:
+    indices = [7, -1, slice(None), slice(3, 9), slice(40, 99), slice(1, 30, 4), slice(9, 3)]
+    for index in [*indices, (slice(None), 0), (3, 1, 2), ([4, 1], slice(1, 3))]:
         assert np.array_equal(images[index], array[index])
     for positions in [[5, 6, 7, 20, 21, 2], [], [-3, 0], np.array([49, 49, 0])]:
         assert np.array_equal(images[positions], array[positions])
     with pytest.raises(IndexError):
         images[[0, 50]]
     (tmp_path / "x.u8").write_bytes(array.tobytes()[:-10])
-    with pytest.raises(UserError, match="shorter than it should be"):
+    with pytest.raises(UserError, match="shorter than its images need"):
         DiskImages(tmp_path / "x.u8", array.shape)[-1]
 
 
@@ -249,3 +252,27 @@ def test_a_folder_read_before_opens_no_file_again(
     monkeypatch.setenv("AE_ANOMALY_CACHE", str(isolated_data_env))
     Image.new("RGB", (10, 12)).save(tmp_path / "set" / "train" / "005.png")
     assert len(load_image_folder(tmp_path / "set").train_paths) == 12
+
+
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.arange(5 * 6 * 7, dtype=np.uint8).reshape(5, 6, 7),  # (N, H, W)
+        np.linspace(0, 1, 5 * 3 * 4 * 4, dtype=np.float32).reshape(5, 3, 4, 4),
+        np.linspace(0, 1, 5 * 4 * 4, dtype=">f8").reshape(5, 1, 4, 4),  # big-endian
+    ],
+)
+def test_an_npy_is_read_row_by_row_from_its_file(tmp_path: Path, array: np.ndarray) -> None:
+    np.save(tmp_path / "x.npy", array)
+    rows = stored_rows(tmp_path / "x.npy")
+    assert isinstance(rows, DiskImages)
+    whole = array if array.ndim == 4 else array[:, None]
+    assert rows.shape == whole.shape and rows.dtype == whole.dtype
+    assert np.array_equal(rows[[4, 0, 2]], whole[[4, 0, 2]]) and np.array_equal(rows[:], whole)
+    assert torch.equal(LazyImages(rows)[1:3], LazyImages(whole)[1:3])
+
+
+def test_a_fortran_ordered_npy_is_still_read(tmp_path: Path) -> None:
+    array = np.asfortranarray(np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 1, 3, 4))
+    np.save(tmp_path / "x.npy", array)
+    assert np.array_equal(np.asarray(stored_rows(tmp_path / "x.npy")[:]), array)

@@ -1,8 +1,8 @@
 """Reading ``.npy`` / ``.npz`` arrays of images.
 
 Arrays are read with ``np.load(allow_pickle=False)``: object arrays, which would need
-unpickling, are refused. ``.npy`` files can be memory-mapped, so that scoring streams
-them chunk by chunk.
+unpickling, are refused. An ``.npy``'s images can be read a batch at a time from the
+file (``stored_rows``), so that training and scoring stream them.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ae_anomaly.data.disk_images import DiskImages
 from ae_anomaly.data.images import describe_error
 from ae_anomaly.errors import UserError
 
@@ -121,6 +122,17 @@ def _checked_array(array: np.ndarray, path: Path) -> np.ndarray:
 
 def as_nchw(array: np.ndarray) -> np.ndarray:
     return array[:, None] if array.ndim == 3 else array
+
+
+def stored_rows(path: Path | str) -> np.ndarray | DiskImages:
+    """The images (N, C, H, W) of an array file, checked, to be read a batch at a time:
+    an ``.npy``'s rows are read from the file when asked for (DiskImages; a
+    Fortran-ordered one is memory-mapped), an ``.npz`` is read whole."""
+    mapped = load_array(path, mmap=True)
+    if isinstance(mapped, np.memmap) and mapped.flags.c_contiguous:
+        shape = mapped.shape if mapped.ndim == 4 else (mapped.shape[0], 1, *mapped.shape[1:])
+        return DiskImages(Path(path), shape, mapped.dtype, int(mapped.offset))
+    return as_nchw(mapped)
 
 
 def array_length(path: Path) -> int:

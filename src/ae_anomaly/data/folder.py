@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from ae_anomaly.data.arrays import ARRAY_SUFFIXES, as_nchw, load_array
+from ae_anomaly.data.arrays import ARRAY_SUFFIXES, stored_rows
 from ae_anomaly.data.image_cache import DiskImages, cached_images, remembered
 from ae_anomaly.data.images import (
     DEFAULT_MAX_PIXELS,
@@ -282,8 +282,8 @@ def load_image_source(
     if path.suffix.lower() in ARRAY_SUFFIXES:
         if not path.is_file():
             raise UserError(f"{path} does not exist")
-        # Mapped, not read: the images are read a batch at a time (.npz: read whole).
-        images = as_nchw(load_array(path, mmap=True))
+        # Not read yet: the images are read a batch at a time (.npz: read whole).
+        images = stored_rows(path)
         _, c, h, w = images.shape
         if (size is not None and tuple(size) != (h, w)) or (channels not in (None, c)):
             raise UserError(

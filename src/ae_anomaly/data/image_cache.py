@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from ae_anomaly.data.decoding import decoded_chunks
+from ae_anomaly.data.disk_images import DiskImages
 from ae_anomaly.data.images import (
     ImageSet,
     OnError,
@@ -36,90 +37,6 @@ from ae_anomaly.errors import UserError
 from ae_anomaly.fileio import atomic_write, write_text
 
 CACHE_FORMAT = 1
-
-
-class DiskImages:
-    """uint8 images (N, C, H, W) in a raw file, read a batch at a time.
-
-    Answers ``len``, ``shape``, ``dtype`` and ``[index]`` (an int, a slice or integer
-    positions) like the array it stands for; each read is a copy in memory.
-
-    Rows are read with ``pread``, not through a memory mapping: the pages a mapping
-    touches count as the process's resident memory until it is dropped, so an epoch
-    over a mapped file grew it with the number of images (a run on 20,000 colour 64x64
-    images peaked at 871 MiB mapped, 642 read this way). Read this way, the pages stay
-    in the kernel's page cache, which gives them up when memory is needed.
-    """
-
-    def __init__(self, path: Path, shape: Sequence[int]) -> None:
-        self.path = path
-        self.shape = tuple(int(d) for d in shape)
-        self.dtype = np.dtype(np.uint8)
-        self._row_bytes = int(np.prod(self.shape[1:]))
-        self._file: tuple[int, int] | None = None  # (process id, descriptor)
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def __getitem__(self, index: Any) -> np.ndarray:
-        if isinstance(index, int | np.integer):
-            return self[np.array([index])][0]
-        if isinstance(index, slice):
-            start, stop, step = index.indices(len(self))
-            if step == 1:
-                return self._read_rows(start, max(stop - start, 0))
-            index = np.arange(start, stop, step)
-        positions = np.asarray(index, dtype=np.int64).reshape(-1)
-        if positions.size and (positions.min() < -len(self) or positions.max() >= len(self)):
-            raise IndexError(f"image index out of range for {len(self)} images")
-        positions = positions % max(len(self), 1)
-        return self._gather(positions)
-
-    def _gather(self, positions: np.ndarray) -> np.ndarray:
-        """The rows at ``positions``: one read for each run of consecutive rows."""
-        out = np.empty((len(positions), *self.shape[1:]), dtype=np.uint8)
-        if not len(positions):
-            return out
-        breaks = np.flatnonzero(np.diff(positions) != 1) + 1
-        firsts = np.concatenate(([0], breaks))
-        ends = np.concatenate((breaks, [len(positions)]))
-        flat = out.reshape(len(positions), self._row_bytes)
-        for first, end in zip(firsts.tolist(), ends.tolist(), strict=True):
-            self._read_into(flat[first:end], int(positions[first]))
-        return out
-
-    def _read_rows(self, start: int, count: int) -> np.ndarray:
-        out = np.empty((count, *self.shape[1:]), dtype=np.uint8)
-        if count:
-            self._read_into(out.reshape(count, self._row_bytes), start)
-        return out
-
-    def _read_into(self, rows: np.ndarray, first: int) -> None:
-        """Fill ``rows`` (contiguous) from the file's rows starting at ``first``."""
-        wanted, offset = rows.nbytes, first * self._row_bytes
-        view = memoryview(rows.data).cast("B")
-        while wanted:
-            got = os.preadv(self._descriptor(), [view[rows.nbytes - wanted :]], offset)
-            if got == 0:
-                raise UserError(
-                    f"the image cache file {self.path} is shorter than it should be; "
-                    "delete it to decode the images again"
-                )
-            wanted, offset = wanted - got, offset + got
-
-    def _descriptor(self) -> int:
-        """The file, opened once per process (a forked process opens its own)."""
-        if self._file is None or self._file[0] != os.getpid():
-            self._file = (os.getpid(), os.open(self.path, os.O_RDONLY))
-        return self._file[1]
-
-    def __del__(self) -> None:
-        if self._file is not None and self._file[0] == os.getpid():
-            with contextlib.suppress(OSError):
-                os.close(self._file[1])
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_file": None}
 
 
 def cached_images(

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ae_anomaly.data.arrays import ARRAY_SUFFIXES, array_length, as_nchw, is_array_file, load_array
+from ae_anomaly.data.arrays import ARRAY_SUFFIXES, array_length, is_array_file, stored_rows
 from ae_anomaly.data.images import (
     DEFAULT_MAX_PIXELS,
     OnError,
@@ -99,8 +99,8 @@ def iter_image_chunks(
 
     Image files are converted and resized to ``shape``; arrays must already
     have it (uint8 or float in [0, 1]). Only one chunk of images is held at a
-    time: ``.npy`` files are memory-mapped, but an ``.npz`` is read whole (a
-    zip member cannot be mapped), so very large arrays belong in ``.npy``.
+    time: an ``.npy``'s rows are read from the file a chunk at a time, but an ``.npz``
+    is read whole (a zip member is compressed), so very large arrays belong in ``.npy``.
     Skipped files are appended to ``skipped`` as they happen.
 
     ``shard`` (rank, ranks): only every ranks-th chunk, from the rank-th, is read (the
@@ -140,7 +140,7 @@ def iter_image_chunks(
                 yield from flush()
             continue
         yield from flush()
-        array = as_nchw(load_array(path, mmap=True))
+        array = stored_rows(path)
         if tuple(array.shape[1:]) != (channels, *size):
             raise UserError(
                 f"{path} holds images of shape {tuple(array.shape[1:])} (C, H, W); the detector "
@@ -149,7 +149,7 @@ def iter_image_chunks(
         for start in range(0, len(array), chunk_size):
             if (index := mine()) is None:
                 continue
-            part = np.array(array[start : start + chunk_size])  # a copy: the mmap stays cold
+            part = np.asarray(array[start : start + chunk_size])
             names = [f"{path}[{i}]" for i in range(start, start + len(part))]
             yield ImageChunk(part, names, index)
     yield from flush()
