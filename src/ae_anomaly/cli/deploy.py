@@ -6,7 +6,7 @@ import contextlib
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar, cast
 
 import click
 from rich.console import Console
@@ -58,6 +58,13 @@ T = TypeVar("T")
     help="Images read and scored at a time (memory holds one batch).",
 )
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N, mps or auto.")
+@click.option(
+    "--compile",
+    "compile_scoring",
+    is_flag=True,
+    help="Compile the scoring with torch.compile first: 10-20% faster on a CPU, after "
+    "10-60 s of compiling. For millions of images.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
 def score(
     detector_dir: Path,
@@ -68,6 +75,7 @@ def score(
     on_error: str,
     batch_size: int,
     device: str,
+    compile_scoring: bool,
     quiet: bool,
 ) -> None:
     """Score image files, folders, globs and .npy/.npz arrays with a saved detector.
@@ -81,15 +89,23 @@ def score(
 
     if launched():
         _score_over_ranks(
-            detector_dir, inputs, fmt, output, error_maps, on_error, batch_size, device, quiet
+            detector_dir,
+            inputs,
+            fmt,
+            output,
+            error_maps,
+            on_error,
+            batch_size,
+            device,
+            compile_scoring,
+            quiet,
         )
         return
     from ae_anomaly.cli.progress import CountProgress
     from ae_anomaly.data.stream import count_images
     from ae_anomaly.deploy.batch import score_inputs
-    from ae_anomaly.detector.estimator import AutoencoderDetector
 
-    detector = AutoencoderDetector.load(detector_dir, device=device)
+    detector = _scoring_detector(detector_dir, device, compile_scoring)
     console = Console(stderr=True, quiet=quiet)
     total = None if quiet else count_images(inputs)
     progress = CountProgress(console, total, "scoring") if not quiet else None
@@ -135,18 +151,18 @@ def _score_over_ranks(
     on_error: str,
     batch_size: int,
     device: str,
+    compile_scoring: bool,
     quiet: bool,
 ) -> None:
     """``score`` as one of several processes (deploy/sharded.py); rank 0 writes."""
     from ae_anomaly.deploy.sharded import score_sharded
-    from ae_anomaly.detector.estimator import AutoencoderDetector
     from ae_anomaly.nn import distributed
 
     def write_output(write_rows: Callable[[TextIO], None]) -> None:
         _into_output(output, write_rows)
 
     with distributed.session(device):
-        detector = AutoencoderDetector.load(detector_dir, device=device)
+        detector = _scoring_detector(detector_dir, device, compile_scoring)
         summary = score_sharded(
             detector,
             list(inputs),
@@ -158,6 +174,14 @@ def _score_over_ranks(
         )
     if summary is not None:  # rank 0
         _report(summary, Console(stderr=True, quiet=quiet), detector.threshold_, output)
+
+
+def _scoring_detector(detector_dir: Path, device: str, compile_scoring: bool) -> Any:
+    """The saved detector, loaded onto ``device``; its scoring compiled when asked."""
+    from ae_anomaly.detector.estimator import AutoencoderDetector
+
+    detector = AutoencoderDetector.load(detector_dir, device=device)
+    return detector.compile() if compile_scoring else detector
 
 
 def _into_output(output: Path | None, write: Callable[[TextIO], T]) -> T:

@@ -37,12 +37,12 @@ from ae_anomaly.estimator.base import ImageEstimator, placed, seeded
 from ae_anomaly.nn import distributed
 from ae_anomaly.nn.callbacks import Callback, EarlyStopping, TrainState, UndertrainedCheck
 from ae_anomaly.nn.checkpoint import Checkpoint
+from ae_anomaly.nn.compiled import CompiledScorings, ScoredOutputs
 from ae_anomaly.nn.device import select_device
 from ae_anomaly.nn.ensemble import (
     MemberOutputs,
     combined,
     mean_reconstruction,
-    mean_score,
     member_seed,
     networks_of,
     scorers_of,
@@ -344,7 +344,7 @@ class AutoencoderDetector(ModelParams, ScoreParams, AutoencoderTraining, ImageEs
         no threshold, so it would read as "normal")."""
         scorers = scorers_of(self._fitted_scorer())
         images = as_lazy_images(X)
-        chunks = (self._per_image(mean_score(scorers, x, o)) for x, o in self._batches(images))
+        chunks = (self._per_image(s) for _, s in self._batches(images, scorers=scorers))
         scores = stacked(chunks, len(images)).double().cpu().numpy()
         broken = np.flatnonzero(~np.isfinite(scores))
         if broken.size:
@@ -382,12 +382,22 @@ class AutoencoderDetector(ModelParams, ScoreParams, AutoencoderTraining, ImageEs
         mapped = [term.name for term in term_classes(self.score_) if term.has_map]
         return mapped[0] if mapped else "mse"
 
+    def compile(self) -> AutoencoderDetector:
+        """Score through ``torch.compile`` from now on (nn/compiled.py): about 1.1 to
+        1.2x faster on a CPU once compiled, but the first scoring compiles for 8 to 45 s.
+        For a server or millions of images; the scores equal uncompiled ones to float
+        rounding. Not saved with the detector. Returns the detector."""
+        self._fitted_model()
+        self._compiled = CompiledScorings()
+        return self
+
     def _batches(
-        self, X: Any, networks: list[nn.Module] | None = None
-    ) -> Iterator[tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor | None]]]]:
+        self, X: Any, networks: list[nn.Module] | None = None, scorers: list[Scorer] | None = None
+    ) -> Iterator[tuple[torch.Tensor, Any]]:
         """(images, one (reconstructions, codes or None) per member) batch by batch, on the
-        detector's device; ``networks`` defaults to the fitted members. In patch mode the
-        images are the tiles of whole images, image by image."""
+        detector's device; ``networks`` defaults to the fitted members. With ``scorers``,
+        (images, their mean score) instead. In patch mode the images are the tiles of
+        whole images, image by image."""
         if networks is None:
             networks = networks_of(self._fitted_model())
         images = as_lazy_images(X)
@@ -397,7 +407,10 @@ class AutoencoderDetector(ModelParams, ScoreParams, AutoencoderTraining, ImageEs
                 f"got {tuple(images.shape[1:])}"
             )
         fast = [scoring_copy(network) for network in networks]  # same outputs, faster
-        runner = MemberOutputs(fast, with_code=uses_code(self.score_))
+        members = MemberOutputs(fast, with_code=uses_code(self.score_))
+        runner: nn.Module = members if scorers is None else ScoredOutputs(members, scorers)
+        if scorers is not None and (compiled := getattr(self, "_compiled", None)) is not None:
+            runner = compiled.of(fast, runner)
         grid = self._grid()
         if grid is None:
             per_pass = images_per_pass(images.shape, SCORE_BATCH)

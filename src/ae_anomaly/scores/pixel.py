@@ -85,9 +85,10 @@ def image_scores(images: torch.Tensor, reconstructions: torch.Tensor, kind: str)
 
     Computed a few images at a time: ssim makes some twenty passes over image-sized
     tensors, and while those stay in the CPU's cache it runs twice as fast (CACHE_BYTES).
-    An ONNX export traces one pass over the whole batch."""
+    An ONNX export or a compile traces one pass over the whole batch (compiled, the
+    passes are fused)."""
     step = max(MIN_CHUNK, CACHE_BYTES // (images[0].numel() * images.element_size()))
-    if len(images) <= step or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+    if _traced() or len(images) <= step:
         return _image_scores(images, reconstructions, kind)
     parts = [
         _image_scores(images[i : i + step], reconstructions[i : i + step], kind)
@@ -152,6 +153,11 @@ def gaussian_blur(
     return F.conv2d(out, col, padding=(radius, 0), groups=channels)
 
 
+def _traced() -> bool:
+    """Whether this runs to be traced into a graph (an ONNX export, torch.compile)."""
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling()
+
+
 def _kernel(sigma: float, radius: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """The normalised Gaussian kernel, 2 radius + 1 taps."""
     weights = [math.exp(-(k * k) / (2 * sigma * sigma)) for k in range(-radius, radius + 1)]
@@ -161,8 +167,8 @@ def _kernel(sigma: float, radius: int, dtype: torch.dtype, device: torch.device)
 def _band(sigma: float, radius: int, size: int, like: torch.Tensor) -> torch.Tensor:
     """The (size, size) matrix with the kernel along its diagonals: entry (i, j) is the
     weight pixel i gives pixel j, zero where they are further apart than the kernel. Made
-    once per size and device (an ONNX export traces it as a constant)."""
-    if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+    once per size and device (an ONNX export or a compile traces it as a constant)."""
+    if _traced():
         return _banded(sigma, radius, size, like.dtype, like.device)
     return _cached_band(sigma, radius, size, like.dtype, like.device)
 

@@ -64,7 +64,11 @@ def create_app(settings: ServeSettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         detector = AutoencoderDetector.load(settings.detector_dir, device=settings.device)
-        detector.decision_function(np.zeros((1, *detector.input_shape_), np.uint8))  # warm
+        if settings.compile:
+            detector.compile()
+        # Warm: one image, and (compiled: a batch of any size is one more compile) two.
+        for size in (1, 2) if settings.compile else (1,):
+            detector.decision_function(np.zeros((size, *detector.input_shape_), np.uint8))
         batcher = MicroBatcher(
             detector.decision_function,
             settings.max_batch,

@@ -21,3 +21,4 @@ class ServeSettings:
     max_batch: int = 64
     max_wait_ms: float = 5.0
     device: str = "auto"
+    compile: bool = False  # score through torch.compile (compiled before serving)
