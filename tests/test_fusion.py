@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ae_anomaly.errors import UserError
-from ae_anomaly.nn.fusion import PhaseConv, for_scoring, scoring_copy
+from ae_anomaly.nn.fusion import SubPixelConv, for_scoring, scoring_copy
 from ae_anomaly.nn.models import build_model, model_names
 from ae_anomaly.scores import pixel
 
@@ -55,20 +55,20 @@ def test_conv_dense_loses_its_batch_norms_and_its_thin_transposed_convolution() 
     fast = for_scoring(model)
     kinds = [type(m) for m in fast.modules()]
     assert nn.BatchNorm2d not in kinds and nn.BatchNorm1d not in kinds
-    assert kinds.count(PhaseConv) == 1  # 16 -> 1 channels; 32 -> 16 stays transposed
+    assert kinds.count(SubPixelConv) == 1  # 16 -> 1 channels; 32 -> 16 stays transposed
     assert kinds.count(nn.ConvTranspose2d) == 1
 
 
 @pytest.mark.parametrize(("c_in", "c_out", "bias"), [(16, 1, True), (16, 3, True), (8, 2, False)])
-def test_a_phase_convolution_is_the_transposed_convolution(
+def test_a_sub_pixel_convolution_is_the_transposed_convolution(
     c_in: int, c_out: int, bias: bool
 ) -> None:
     torch.manual_seed(0)
     transposed = nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1, bias=bias)
-    assert PhaseConv.replaces(transposed)
+    assert SubPixelConv.replaces(transposed)
     x = torch.randn(5, c_in, 7, 9)
     with torch.no_grad():
-        assert torch.allclose(PhaseConv(transposed)(x), transposed(x), rtol=0, atol=1e-5)
+        assert torch.allclose(SubPixelConv(transposed)(x), transposed(x), rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize(
@@ -81,7 +81,7 @@ def test_a_phase_convolution_is_the_transposed_convolution(
     ],
 )
 def test_other_transposed_convolutions_are_left_alone(layer: nn.ConvTranspose2d) -> None:
-    assert not PhaseConv.replaces(layer)
+    assert not SubPixelConv.replaces(layer)
 
 
 def test_the_scoring_copy_is_made_once_and_again_after_the_weights_change() -> None:
