@@ -62,8 +62,8 @@ T = TypeVar("T")
     "--compile",
     "compile_scoring",
     is_flag=True,
-    help="Compile the scoring with torch.compile first: 10-20% faster on a CPU, after "
-    "10-60 s of compiling. For millions of images.",
+    help="Compile the scoring with torch.compile first: up to 20% faster on a CPU, "
+    "after 10-30 s of compiling. For millions of images.",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
 def score(

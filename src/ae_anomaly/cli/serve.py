@@ -59,8 +59,8 @@ TOKEN_VARIABLE = "AE_ANOMALY_TOKEN"
     "--compile",
     "compile_scoring",
     is_flag=True,
-    help="Compile the scoring with torch.compile before serving: 10-20% more images/s "
-    "on a CPU, after 10-60 s of compiling at start-up.",
+    help="Compile the scoring with torch.compile before serving: up to 20% more "
+    "images/s on a CPU, after 10-30 s of compiling at start-up.",
 )
 def serve(
     detector_dir: Path,

@@ -5,10 +5,10 @@ arithmetic is a pass over memory, and each convolution reorders its input for on
 ``torch.compile`` (TorchInductor) fuses the element-wise work, folds the frozen weights
 into prepacked convolutions with their ReLUs, and writes the rest as generated C++.
 Measured with conv-dense on 10,000 MNIST digits, one CPU thread, against ONNX Runtime
-on the same exported graph (BENCHMARKS.md, Speed): mse 1.02, ssim+latent 1.08, the
-one-class recipe 0.99, where eager scoring reaches 0.82 to 0.92.
+on the same exported graph (BENCHMARKS.md, Speed): mse 0.93, ssim+latent 1.02, the
+one-class recipe 0.95, where uncompiled scoring reaches 0.89, 0.86 and 0.80.
 
-The price is the compile: 8 to 45 s per detector and process (with a C++ compiler; the
+The price is the compile: 10 to 30 s per detector and process (with a C++ compiler; the
 generated code is cached on disk, so a second process on the same machine starts
 sooner). So it is asked for (``AutoencoderDetector.compile()``, ``--compile``) by long
 jobs, a server or millions of images, and never made automatic. The batch size is
