@@ -66,8 +66,11 @@ def create_app(settings: ServeSettings) -> FastAPI:
         detector = AutoencoderDetector.load(settings.detector_dir, device=settings.device)
         if settings.compile:
             detector.compile()
-        # Warm: one image, and (compiled: a batch of any size is one more compile) two.
-        for size in (1, 2) if settings.compile else (1,):
+        # Warm up before the first request. Compiled, each of these batch sizes has code
+        # of its own, made on first use: one image, 2 to 15 (torch's convolutions treat
+        # them apart), and more; a compile during serving stalled requests for seconds.
+        sizes = {1, 2, 16, settings.max_batch} if settings.compile else {1}
+        for size in sorted(n for n in sizes if n <= settings.max_batch):
             detector.decision_function(np.zeros((size, *detector.input_shape_), np.uint8))
         batcher = MicroBatcher(
             detector.decision_function,
