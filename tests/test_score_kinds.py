@@ -89,6 +89,16 @@ def test_code_neighbours_match_scikit_learn() -> None:
     assert np.allclose(own, next_four, atol=1e-3)
 
 
+@pytest.mark.parametrize("columns", [5, 64 * 5, 64 * 5 + 1, 1000, 5400])
+def test_the_nearest_found_by_blocks_are_topk_s_exactly(columns: int) -> None:
+    values = torch.randn(300, columns, generator=torch.Generator().manual_seed(columns))
+    values[:, 0] = values[:, columns // 2]  # ties
+    values[:7, -3:] = -10.0  # the smallest in the columns past the last whole block
+    for k in (1, 5):
+        expected = torch.topk(values, k, dim=1, largest=False).values
+        assert torch.equal(latent_density.smallest(values, k), expected)
+
+
 def test_code_neighbours_keep_a_seeded_bounded_subset(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(latent_density, "MAX_REFERENCE_CODES", 100)
     codes = torch.randn(1000, 8)

@@ -120,6 +120,29 @@ class CodeDensity(CodeTerm):
         return cls(code_size=means.shape[1], components=means.shape[0])
 
 
+# Reference codes per block when picking the nearest (see ``smallest``): of 32 to 256,
+# 64 was the fastest on 512 codes against 5,400 references.
+NEAREST_BLOCK = 64
+
+
+def smallest(values: torch.Tensor, k: int) -> torch.Tensor:
+    """The ``k`` smallest of each row of ``values`` (N, M), ascending: torch.topk's values.
+
+    The k smallest of a row lie in the k blocks of NEAREST_BLOCK columns with the smallest
+    minima (any other block's minimum is above k values already), or in the columns past
+    the last whole block; so topk runs over those, not the whole row. Same values, found
+    in 1.8 against 4.7 ms for 512 x 5,400 on one CPU thread: torch.topk over long rows
+    is the slow part of the knn score. An ONNX export keeps the plain TopK."""
+    whole = values.shape[1] // NEAREST_BLOCK * NEAREST_BLOCK
+    if whole // NEAREST_BLOCK <= k or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+        return torch.topk(values, k, dim=1, largest=False).values
+    blocks = values[:, :whole].unflatten(1, (-1, NEAREST_BLOCK))  # (N, B, NEAREST_BLOCK)
+    chosen = torch.topk(blocks.amin(dim=2), k, dim=1, largest=False).indices
+    picked = torch.gather(blocks, 1, chosen[:, :, None].expand(-1, -1, NEAREST_BLOCK))
+    candidates = torch.cat([picked.flatten(1), values[:, whole:]], dim=1)
+    return torch.topk(candidates, k, dim=1, largest=False).values
+
+
 class CodeNeighbours(CodeTerm):
     """Mean Euclidean distance from each code to its ``NEIGHBOURS`` nearest reference codes:
     the score term ``knn``.
@@ -148,8 +171,7 @@ class CodeNeighbours(CodeTerm):
         # addition for the whole batch (torch.cdist does not export to ONNX), and |z|^2,
         # the same for every r, is added to the k nearest only; rounding can dip below 0.
         partial = torch.addmm(self.reference.square().sum(dim=1), z, self.reference.T, alpha=-2)
-        k = min(NEIGHBOURS, int(self.reference.shape[0]))
-        nearest = torch.topk(partial, k, dim=1, largest=False).values
+        nearest = smallest(partial, min(NEIGHBOURS, int(self.reference.shape[0])))
         squared = (nearest + z.square().sum(dim=1, keepdim=True)).clamp(min=0)
         return squared.sqrt().mean(dim=1)
 
