@@ -5,8 +5,8 @@ arithmetic is a pass over memory, and each convolution reorders its input for on
 ``torch.compile`` (TorchInductor) fuses the element-wise work, folds the frozen weights
 into prepacked convolutions with their ReLUs, and writes the rest as generated C++.
 Measured with conv-dense on 10,000 MNIST digits, one CPU thread, against ONNX Runtime
-on the same exported graph (BENCHMARKS.md, Speed): mse 0.93, ssim+latent 1.02, the
-one-class recipe 0.95, where uncompiled scoring reaches 0.89, 0.86 and 0.80.
+on the same exported graph (BENCHMARKS.md, Speed): mse 0.91, ssim+latent 1.03, the
+one-class recipe 1.04, where uncompiled scoring reaches 0.88, 0.84 and 0.85.
 
 The price is the compile: 10 to 30 s per detector and process (with a C++ compiler; the
 generated code is cached on disk, so a second process on the same machine starts
