@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from ae_anomaly.data.lazy_images import LazyImages, as_lazy_images
+from ae_anomaly.detector.summary import description, training_record, training_summary
 from ae_anomaly.errors import UndertrainedWarning, UserError
 from ae_anomaly.estimator.base import ImageEstimator, placed, seeded
 from ae_anomaly.nn import distributed
@@ -155,7 +156,7 @@ class AutoencoderDetector(ModelParams, ScoreParams, AutoencoderTraining, ImageEs
             for member in range(self.members)
         ]
         networks = [network for network, _ in trained]
-        self.member_training_ = [_training_record(state) for _, state in trained]
+        self.member_training_ = [training_record(state) for _, state in trained]
         self.training_warnings_ = check.messages
         for message in check.messages:
             warnings.warn(message, UndertrainedWarning, stacklevel=2)
@@ -303,37 +304,11 @@ class AutoencoderDetector(ModelParams, ScoreParams, AutoencoderTraining, ImageEs
         """Epochs run, the best epoch, per-epoch losses and the device, for metrics.json
         (of the first member; an ensemble's summary also lists every member's)."""
         self._fitted_model()
-        summary = {
-            "epochs_run": len(self.history_),
-            "best_epoch": self.best_epoch_,
-            "history": self.history_,
-            "device": str(self.device_),
-            # What "auto" chose: the score fitted and the patch size (None: whole images).
-            "score": self.score_,
-            "patch_size": self.patch_size_,
-            # A loaded detector's training ended before it was saved: nothing to say.
-            "warnings": list(getattr(self, "training_warnings_", [])),
-        }
-        if self.members > 1:
-            summary["members"] = self.member_training_
-        return summary
+        return training_summary(self)
 
     def description(self) -> dict[str, str]:
         """Model, score and what the training assumed, in words, for reports."""
-        if self.restore == "none":
-            assumes = "generic: trained on normal images only, assumes nothing about anomalies"
-        else:
-            assumes = (
-                f"{self.restore} training (+-{self.restore_angle:g} degrees, share "
-                f"{self.restore_share:g}): relies on knowing that rotation is an anomaly"
-            )
-        size = getattr(self, "patch_size_", None)
-        return {
-            "model": self.model,
-            "score": getattr(self, "score_", self.score),
-            "input": "whole images" if size is None else f"{size} x {size} patches",
-            "assumes": assumes,
-        }
+        return description(self)
 
     # -- scoring ---------------------------------------------------------------
 
@@ -455,8 +430,3 @@ class AutoencoderDetector(ModelParams, ScoreParams, AutoencoderTraining, ImageEs
         from ae_anomaly.detector.files import load_detector
 
         return load_detector(cls, Path(directory), device)
-
-
-def _training_record(state: TrainState) -> dict[str, Any]:
-    """One network's per-epoch losses and best epoch, as saved in detector.json."""
-    return {"history": [asdict(r) for r in state.history], "best_epoch": state.best_epoch}
