@@ -5,8 +5,7 @@ so processes share it well: each worker decodes whole chunks and hands back one 
 array per chunk, in the order of the files (6,000 colour 64x64 PNGs on 2 cores:
 5,900-8,100 files/s against 4,600-5,300 in one process). It also keeps decoding's many
 small allocations out of the main process's heap (a worker's heap goes when the worker
-does), though a run that decodes still peaked higher than one from the cache
-(README, "Folders larger than memory").
+does).
 
 A folder of fewer than PARALLEL_FROM files is decoded in the process itself: starting
 workers costs more than it saves. So is every folder where processes cannot be forked

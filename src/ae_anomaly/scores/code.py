@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from ae_anomaly.errors import UserError
-from ae_anomaly.scores.term import Term
+from ae_anomaly.scores.term import Term, exporting
 
 MAX_COMPONENTS = 10
 # Added to each covariance's diagonal (codes are standardised first, so this is
@@ -131,10 +131,10 @@ def smallest(values: torch.Tensor, k: int) -> torch.Tensor:
     The k smallest of a row lie in the k blocks of NEAREST_BLOCK columns with the smallest
     minima (any other block's minimum is above k values already), or in the columns past
     the last whole block; so topk runs over those, not the whole row. Same values, found
-    in 1.8 against 4.7 ms for 512 x 5,400 on one CPU thread: torch.topk over long rows
+    in 2.2 against 4.8 ms for 512 x 5,400 on one CPU thread: torch.topk over long rows
     is the slow part of the knn score. An ONNX export keeps the plain TopK."""
     whole = values.shape[1] // NEAREST_BLOCK * NEAREST_BLOCK
-    if whole // NEAREST_BLOCK <= k or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+    if whole // NEAREST_BLOCK <= k or exporting():
         return torch.topk(values, k, dim=1, largest=False).values
     blocks = values[:, :whole].unflatten(1, (-1, NEAREST_BLOCK))  # (N, B, NEAREST_BLOCK)
     chosen = torch.topk(blocks.amin(dim=2), k, dim=1, largest=False).indices

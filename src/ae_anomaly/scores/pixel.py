@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from ae_anomaly.scores.names import PIXEL_SCORES
-from ae_anomaly.scores.term import Term
+from ae_anomaly.scores.term import Term, exporting
 
 BLUR_SIGMA = 1.0  # pixels; 0.5 and 2 were worse on one-class MNIST (BENCHMARKS.md)
 # Patch mode scores a tile by the peak of its error map smoothed by this Gaussian: a
@@ -155,7 +155,7 @@ def gaussian_blur(
 
 def _traced() -> bool:
     """Whether this runs to be traced into a graph (an ONNX export, torch.compile)."""
-    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling()
+    return exporting() or torch.compiler.is_compiling()
 
 
 def _kernel(sigma: float, radius: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
