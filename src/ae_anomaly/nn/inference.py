@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ae_anomaly.nn.heap import keep_freed_memory
 from ae_anomaly.nn.images import ImageRows
 
 # The most bytes of network input a pass without gradients takes at once: the
@@ -48,6 +49,7 @@ def batched_outputs(
     """Yield (batch on ``device``, the model's output for it: a tensor, or whatever the model
     returns), in eval mode."""
     model.eval()
+    keep_freed_memory()  # each batch reuses the last one's freed activations
     for start in range(0, len(images), batch_size):
         batch = images[start : start + batch_size].to(device)
         # The mode is entered per batch, never across a yield: a caller that

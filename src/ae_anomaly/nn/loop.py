@@ -23,6 +23,7 @@ from torch import nn
 from ae_anomaly.errors import UserError
 from ae_anomaly.nn import distributed
 from ae_anomaly.nn.callbacks import Callback, EpochRecord, Fit, TrainState
+from ae_anomaly.nn.heap import keep_freed_memory
 from ae_anomaly.nn.images import ImageRows
 from ae_anomaly.nn.inference import images_per_pass
 from ae_anomaly.params import AUTO_MIN_STEPS, TrainingParams, resolved_epochs
@@ -81,6 +82,7 @@ def train(
     callbacks which network of an ensemble this is. Unset ``params.epochs`` adapt to the
     number of images (params.resolved_epochs).
     """
+    keep_freed_memory()  # each batch reuses the last one's freed activations
     # The resolved count is also what the cosine schedule spans.
     epochs = resolved_epochs(params, len(train_images) * task.repeats, task.min_steps)
     params = dataclasses.replace(params, epochs=epochs)

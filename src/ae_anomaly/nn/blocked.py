@@ -1,0 +1,141 @@
+"""Runs of convolutions kept in oneDNN's blocked layout while scoring on a CPU.
+
+PyTorch runs CPU convolutions in oneDNN, whose fastest kernels for few channels work on
+a blocked layout (16 channels side by side for each pixel). Handed ordinary (N, C, H, W)
+tensors, every convolution converts its input into that layout and its output back: on
+conv-dense those conversions were 7.7 of the 29 ms a forward pass took per 512 digits
+(oneDNN's own log, one thread). A run of convolutions and ReLUs here converts once at
+each end, and its ReLUs work in place on the run's own tensors. The kernels are the
+same, so the outputs are the same to the bit; conv-dense's pass took 23.4 ms instead of
+29 (benchmarks/speed.py has the whole-score figures).
+
+Elsewhere (a GPU, other dtypes, gradients on, a graph being traced, exported or
+compiled) a run calls its layers one after the other, as the Sequential it came from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, cast
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ae_anomaly.nn.sub_pixel import SubPixelConv
+
+
+def blocked_runs(layers: nn.Sequential) -> None:
+    """Each run of convolutions and ReLUs in ``layers`` (at least one convolution) made
+    one BlockedRun, in place. A sub-pixel convolution ends a run: its pixel shuffle needs
+    the ordinary layout."""
+    rebuilt: list[nn.Module] = []
+    run: list[nn.Module] = []
+    for layer in layers:
+        if not _runs_blocked(layer):
+            rebuilt += [*_closed(run), layer]
+            run = []
+            continue
+        run.append(layer)
+        if isinstance(layer, SubPixelConv):
+            rebuilt += _closed(run)
+            run = []
+    rebuilt += _closed(run)
+    del layers[:]
+    layers.extend(rebuilt)
+
+
+def _closed(run: list[nn.Module]) -> list[nn.Module]:
+    return [BlockedRun(run)] if any(_convolves(layer) for layer in run) else run
+
+
+class BlockedRun(nn.Module):
+    """Layers that can all take oneDNN's blocked tensors, run in that layout."""
+
+    def __init__(self, layers: Sequence[nn.Module]) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+        # (layer, whether a ReLU follows it): a folded batch-norm (Identity) is skipped
+        # and a convolution's ReLU is applied as the convolution writes its output.
+        self._plan: list[tuple[nn.Module, bool]] = []
+        for layer in layers:
+            if isinstance(layer, nn.ReLU) and self._plan and _convolves(self._plan[-1][0]):
+                self._plan[-1] = (self._plan[-1][0], True)
+            elif not isinstance(layer, nn.Identity):
+                self._plan.append((layer, False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not _blockable(x):
+            for layer in self.layers:
+                x = layer(x)
+            return x
+        blocked = x.to_mkldnn()  # a copy: the ReLUs below may work in place
+        for layer, relu in self._plan:
+            if isinstance(layer, SubPixelConv):  # always last (blocked_runs)
+                out = layer.convolve(blocked).to_dense()
+                return layer.shuffle(torch.relu_(out) if relu else out)
+            blocked = _step(layer, blocked, relu)
+        return blocked.to_dense()
+
+
+def _step(layer: nn.Module, x: torch.Tensor, relu: bool) -> torch.Tensor:
+    """``layer`` on blocked ``x``, followed by a ReLU if ``relu``."""
+    fused = _FUSED_OPS is not None and relu
+    if isinstance(layer, nn.Conv2d):
+        if fused:
+            return _FUSED_OPS[0](  # type: ignore[index]
+                x, layer.weight, layer.bias, list(layer.padding), list(layer.stride),
+                list(layer.dilation), layer.groups, "relu", [], "",
+            )  # fmt: skip
+        x = F.conv2d(
+            x, layer.weight, layer.bias, layer.stride, layer.padding, layer.dilation, layer.groups
+        )
+    elif isinstance(layer, nn.ConvTranspose2d):
+        if fused:
+            return _FUSED_OPS[1](  # type: ignore[index]
+                x, layer.weight, layer.bias, list(layer.padding), list(layer.output_padding),
+                list(layer.stride), list(layer.dilation), layer.groups, "relu", [], "",
+            )  # fmt: skip
+        x = F.conv_transpose2d(
+            x, layer.weight, layer.bias, layer.stride, cast(tuple[int, int], layer.padding),
+            layer.output_padding, layer.groups, layer.dilation,
+        )  # fmt: skip
+    return torch.relu_(x) if relu or isinstance(layer, nn.ReLU) else x
+
+
+def _fused_ops() -> tuple[Any, Any] | None:
+    """oneDNN's convolution and transposed convolution with the ReLU applied as they
+    write (the ops TorchInductor uses; 0.3 ms less per layer of 512 digits than a
+    separate pass, the same bits). Private to PyTorch, so looked for, not assumed."""
+    try:
+        ops = torch.ops.mkldnn
+        return ops._convolution_pointwise, ops._convolution_transpose_pointwise
+    except (AttributeError, RuntimeError):
+        return None
+
+
+_FUSED_OPS = _fused_ops()
+
+
+def _runs_blocked(layer: nn.Module) -> bool:
+    if isinstance(layer, nn.Conv2d | nn.ConvTranspose2d):
+        # string paddings ("same") and padding modes other than zeros are PyTorch's own
+        return layer.padding_mode == "zeros" and not isinstance(layer.padding, str)
+    return isinstance(layer, nn.ReLU | nn.Identity | SubPixelConv)
+
+
+def _convolves(layer: nn.Module) -> bool:
+    return isinstance(layer, nn.Conv2d | nn.ConvTranspose2d | SubPixelConv)
+
+
+def _blockable(x: torch.Tensor) -> bool:
+    return (
+        x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and x.dim() == 4
+        and not torch.is_grad_enabled()
+        and torch.backends.mkldnn.is_available()
+        and not torch.jit.is_tracing()
+        and not torch.compiler.is_compiling()
+        and not torch.onnx.is_in_onnx_export()
+    )

@@ -1,0 +1,98 @@
+"""Runs of convolutions in oneDNN's blocked layout (nn/blocked.py): the same numbers as
+the layers run one by one, and the ordinary path wherever the layout cannot be used."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+from torch import nn
+
+from ae_anomaly.nn.blocked import _FUSED_OPS, BlockedRun, blocked_runs
+from ae_anomaly.nn.fusion import for_scoring
+from ae_anomaly.nn.models import build_model
+from ae_anomaly.nn.sub_pixel import SubPixelConv
+
+pytestmark = pytest.mark.skipif(
+    not torch.backends.mkldnn.is_available(), reason="PyTorch built without oneDNN"
+)
+
+
+def _layers() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 16, 3, stride=2, padding=1),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(16, 24, 3, padding=2, dilation=2, bias=False),
+        nn.Identity(),
+        nn.ReLU(inplace=True),
+        nn.ConvTranspose2d(24, 16, 3, stride=2, padding=1, output_padding=1),
+        nn.ReLU(inplace=True),
+        SubPixelConv(nn.ConvTranspose2d(16, 2, 4, stride=2, padding=1)),
+        nn.Sigmoid(),
+        nn.Conv2d(2, 8, 3, padding=1, padding_mode="reflect"),  # PyTorch's own padding
+        nn.ReLU(),
+    ).eval()
+
+
+def test_runs_end_at_layers_that_need_the_ordinary_layout() -> None:
+    layers = _layers()
+    blocked_runs(layers)
+    kinds = [type(layer) for layer in layers]
+    assert kinds == [BlockedRun, nn.Sigmoid, nn.Conv2d, nn.ReLU]
+    assert isinstance(layers[0].layers[-1], SubPixelConv)  # a sub-pixel convolution ends it
+    assert len(layers[0].layers) == 8
+
+
+def test_a_run_gives_the_numbers_of_its_layers_one_by_one() -> None:
+    plain, fast = _layers(), _layers()
+    blocked_runs(fast)
+    images = torch.rand(5, 3, 20, 18)
+    kept = images.clone()
+    with torch.inference_mode():
+        expected, got = plain(images), fast(images)
+    assert got.shape == expected.shape == (5, 8, 40, 36)
+    assert torch.allclose(got, expected, rtol=0, atol=1e-6)
+    assert torch.equal(images, kept)  # the in-place ReLUs work on the run's own copy
+
+
+def test_conv_dense_scores_the_same_to_the_bit() -> None:
+    torch.manual_seed(0)
+    model = build_model("conv-dense", (1, 28, 28)).eval()
+    fast = for_scoring(model)
+    assert sum(isinstance(m, BlockedRun) for m in fast.modules()) == 2  # encoder, decoder
+    assert _FUSED_OPS is not None  # so the ReLUs below are fused into the convolutions
+    images = torch.rand(64, 1, 28, 28)
+    with torch.inference_mode():
+        got = fast(images)
+    unblocked = for_scoring(model)
+    for run in [m for m in unblocked.modules() if isinstance(m, BlockedRun)]:
+        run.forward = _one_by_one(run)  # type: ignore[method-assign]
+    with torch.inference_mode():
+        assert torch.equal(got, unblocked(images))
+
+
+def _one_by_one(run: BlockedRun) -> Callable[[torch.Tensor], torch.Tensor]:
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        for layer in run.layers:
+            x = layer(x)
+        return x
+
+    return forward
+
+
+def test_with_gradients_on_a_run_calls_its_layers_and_gradients_flow() -> None:
+    fast = _layers()
+    blocked_runs(fast)
+    images = torch.rand(2, 3, 16, 16, requires_grad=True)
+    fast(images).sum().backward()
+    assert images.grad is not None and images.grad.abs().sum() > 0
+
+
+def test_other_dtypes_take_the_ordinary_path() -> None:
+    plain, fast = _layers().double(), _layers().double()
+    blocked_runs(fast)
+    images = torch.rand(2, 3, 16, 16, dtype=torch.float64)
+    with torch.inference_mode():
+        assert torch.equal(fast(images), plain(images))
