@@ -96,3 +96,12 @@ def test_other_dtypes_take_the_ordinary_path() -> None:
     images = torch.rand(2, 3, 16, 16, dtype=torch.float64)
     with torch.inference_mode():
         assert torch.equal(fast(images), plain(images))
+
+
+def test_compiling_traces_the_ordinary_path_in_one_graph() -> None:
+    # A check the compiler cannot trace (oneDNN's availability, say) would split the
+    # compiled network in pieces and slow it down.
+    fast = for_scoring(build_model("conv-dense", (1, 28, 28)))
+    with torch.inference_mode():
+        explained = torch._dynamo.explain(fast)(torch.rand(4, 1, 28, 28))
+    assert explained.graph_count == 1 and explained.graph_break_count == 0

@@ -70,9 +70,10 @@ from ae_anomaly.scores.term import require_code, term_classes, uses_code
 from ae_anomaly.scores.thresholds import parse_threshold
 
 # Images per forward pass when scoring (fewer for large images: inference.images_per_pass).
-# Measured with benchmarks/speed.py on MNIST, one thread: 512 was the fastest of 128 to
-# 1,024 for mse and ssim+latent (1024: 9% and 2% slower), within 3% for the one-class score.
-SCORE_BATCH = 512
+# Measured on MNIST, one thread, with the convolutions in oneDNN's blocked layout: 1,024
+# was 3-6% faster than 512 for mse, ssim+latent and the one-class score, and 256 5-15%
+# slower; 2,048 was no faster.
+SCORE_BATCH = 1024
 
 
 @dataclass(kw_only=True, eq=False, repr=False)

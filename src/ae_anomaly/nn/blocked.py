@@ -129,6 +129,8 @@ def _convolves(layer: nn.Module) -> bool:
 
 
 def _blockable(x: torch.Tensor) -> bool:
+    if torch.compiler.is_compiling():  # first: the checks below would break the graph
+        return False
     return (
         x.device.type == "cpu"
         and x.dtype == torch.float32
@@ -136,6 +138,5 @@ def _blockable(x: torch.Tensor) -> bool:
         and not torch.is_grad_enabled()
         and torch.backends.mkldnn.is_available()
         and not torch.jit.is_tracing()
-        and not torch.compiler.is_compiling()
         and not torch.onnx.is_in_onnx_export()
     )
