@@ -105,3 +105,15 @@ def test_compiling_traces_the_ordinary_path_in_one_graph() -> None:
     with torch.inference_mode():
         explained = torch._dynamo.explain(fast)(torch.rand(4, 1, 28, 28))
     assert explained.graph_count == 1 and explained.graph_break_count == 0
+
+
+def test_a_network_with_a_nan_weight_keeps_pytorchs_relu_and_gives_nan() -> None:
+    # oneDNN's ReLU maps NaN to 0, which would hide the broken weight behind plausible
+    # outputs; scoring refuses NaN scores, so the NaN must come through.
+    model = build_model("conv-dense", (1, 28, 28)).eval()
+    with torch.no_grad():
+        model.encoder[0].weight.view(-1)[0] = float("nan")
+    fast = for_scoring(model)
+    assert not any(isinstance(m, BlockedRun) for m in fast.modules())
+    with torch.inference_mode():
+        assert fast(torch.rand(2, 1, 28, 28)).isnan().any()

@@ -119,7 +119,7 @@ def benchmark(
     config = build_config(base, overrides)
     out = out or default_out("benchmark", config.data.dataset)
     from ae_anomaly.nn.device import threads_if_given
-    from ae_anomaly.nn.distributed import launched_rank
+    from ae_anomaly.nn.launch import launched_rank
     from ae_anomaly.runs.benchmark import run_benchmark
 
     quiet = quiet or launched_rank() > 0  # under torchrun, rank 0 alone reports

@@ -50,7 +50,7 @@ def run(
     out = out or default_out(config.scenario, config.data.dataset)
     # Imported only now: torch and matplotlib take seconds to load, and a bad
     # flag or config value should be reported at once.
-    from ae_anomaly.nn.distributed import launched_rank
+    from ae_anomaly.nn.launch import launched_rank
     from ae_anomaly.runs.experiment import run_experiment
 
     # Under torchrun, rank 0 alone shows progress and results.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import zipfile
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -22,6 +23,9 @@ ARRAY_SUFFIXES = (".npy", ".npz")
 _ARRAY_MAGIC = {".npy": b"\x93NUMPY", ".npz": b"PK\x03\x04"}
 # Keys tried, in order, in an .npz holding more than one array.
 NPZ_KEYS = ("images", "x", "X")
+# Images checked at a time for bad float values, or copied to a device (no copy of the
+# whole set is made on the host).
+CHECK_CHUNK = 4096
 
 
 def load_array(path: Path | str, *, mmap: bool = False) -> np.ndarray:
@@ -158,3 +162,19 @@ def array_length(path: Path) -> int:
 
 def is_array_file(path: Path) -> bool:
     return path.suffix.lower() in ARRAY_SUFFIXES
+
+
+def check_float_images(images: Any) -> None:
+    """Raise a UserError unless ``images`` are floats, finite, in [0, 1] (read a chunk at a
+    time, so a memory-mapped or on-disk array is never copied whole)."""
+    if images.dtype.kind != "f":
+        raise UserError(f"images must be uint8 or float, got {images.dtype}")
+    for start in range(0, len(images), CHECK_CHUNK):
+        part = np.asarray(images[start : start + CHECK_CHUNK])
+        if not np.isfinite(part).all():
+            raise UserError("images contain NaN or infinite values")
+        low, high = float(part.min()), float(part.max())
+        if low < 0.0 or high > 1.0:
+            raise UserError(
+                f"float images must have values in [0, 1], got values in [{low:g}, {high:g}]"
+            )

@@ -16,13 +16,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from ae_anomaly.data.arrays import CHECK_CHUNK, check_float_images
 from ae_anomaly.errors import UserError
 
 # uint8 pixels are divided by this; float input must already lie in [0, 1].
 UINT8_SCALE = 255.0
-# Images checked at a time for bad float values, or copied to a device (no copy of the
-# whole set is made on the host).
-CHECK_CHUNK = 4096
 # The share of an accelerator's free memory the images may take to be kept there.
 RESIDENT_SHARE = 0.5
 
@@ -129,22 +127,8 @@ def as_lazy_images(images: Any) -> LazyImages:
     if images.shape[0] == 0:
         raise UserError("got an empty set of images")
     if images.dtype != np.uint8:
-        _check_floats(images)
+        check_float_images(images)
     return LazyImages(images)
-
-
-def _check_floats(images: Any) -> None:
-    if images.dtype.kind != "f":
-        raise UserError(f"images must be uint8 or float, got {images.dtype}")
-    for start in range(0, len(images), CHECK_CHUNK):
-        part = np.asarray(images[start : start + CHECK_CHUNK])
-        if not np.isfinite(part).all():
-            raise UserError("images contain NaN or infinite values")
-        low, high = float(part.min()), float(part.max())
-        if low < 0.0 or high > 1.0:
-            raise UserError(
-                f"float images must have values in [0, 1], got values in [{low:g}, {high:g}]"
-            )
 
 
 def _free_bytes(device: torch.device) -> int:

@@ -20,16 +20,21 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
-from typing import Any, Literal, TextIO
+from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 import numpy as np
 from PIL import Image
 
 from ae_anomaly.data.images import IMAGE_SUFFIXES, OnError, Skipped
 from ae_anomaly.data.stream import DEFAULT_CHUNK_SIZE, ImageChunk, iter_image_chunks
-from ae_anomaly.detector.estimator import AutoencoderDetector
 from ae_anomaly.errors import UserError
 from ae_anomaly.fileio import write_bytes
+
+if TYPE_CHECKING:  # at run time it is not needed, and would import torch
+    from ae_anomaly.deploy.onnx_detector import OnnxDetector
+    from ae_anomaly.detector.estimator import AutoencoderDetector
+
+    Scoring = AutoencoderDetector | OnnxDetector
 
 OutputFormat = Literal["csv", "jsonl"]
 OUTPUT_FORMATS: tuple[str, ...] = ("csv", "jsonl")
@@ -102,7 +107,7 @@ def error_map_name(row: int, name: str) -> str:
 
 
 def score_chunks(
-    detector: AutoencoderDetector,
+    detector: Scoring,
     chunks: Iterable[ImageChunk],
     writer: RowWriter,
     *,
@@ -134,7 +139,7 @@ def score_chunks(
 
 
 def score_inputs(
-    detector: AutoencoderDetector,
+    detector: Scoring,
     inputs: Iterable[Path | str],
     stream: TextIO,
     *,
@@ -145,7 +150,9 @@ def score_inputs(
     on_chunk: Callable[[int], None] | None = None,
 ) -> ScoreSummary:
     """Stream ``inputs`` through ``detector`` and write one row per image to ``stream``."""
-    detector._fitted_model()  # refuse an unfitted detector before reading anything
+    fitted = getattr(detector, "_fitted_model", None)  # an ONNX model is always fitted
+    if fitted is not None:
+        fitted()  # refuse an unfitted detector before reading anything
     made = error_maps is not None and not error_maps.exists()
     if error_maps is not None:
         make_folder(error_maps)

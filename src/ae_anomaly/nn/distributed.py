@@ -27,13 +27,9 @@ from torch import nn
 
 from ae_anomaly.errors import UserError
 from ae_anomaly.nn.images import ImageRows, rows_of
+from ae_anomaly.nn.launch import launched
 
 T = TypeVar("T")
-
-
-def launched() -> bool:
-    """Whether this process was started as one of several (torchrun sets WORLD_SIZE)."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
 _alone = False  # set by ``alone``: this process trains by itself for a while
@@ -75,11 +71,6 @@ def rank() -> int:
 def is_main() -> bool:
     """Whether this process writes: the only one, or rank 0 of a group."""
     return rank() == 0
-
-
-def launched_rank() -> int:
-    """This process's rank from the environment, before the group exists (0 alone)."""
-    return int(os.environ.get("RANK", "0"))
 
 
 @contextmanager

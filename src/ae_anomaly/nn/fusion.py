@@ -57,11 +57,15 @@ def scoring_copy(network: nn.Module) -> nn.Module:
 def for_scoring(network: nn.Module) -> nn.Module:
     """A copy of ``network`` in eval mode that computes the same outputs faster."""
     fast = copy.deepcopy(network).eval()
+    # oneDNN's ReLU turns NaN into 0: a network with a NaN weight must give NaN scores,
+    # which scoring refuses, not plausible ones, so it keeps PyTorch's own ReLU.
+    finite = all(t.isfinite().all() for t in fast.state_dict().values() if t.is_floating_point())
     for module in list(fast.modules()):
         if isinstance(module, nn.Sequential):
             _fold_batch_norms(module)
             _sub_pixel(module)
-            blocked_runs(module)
+            if finite:
+                blocked_runs(module)
     return fast
 
 
