@@ -3,12 +3,15 @@ the layers run one by one, and the ordinary path wherever the layout cannot be u
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable
 
 import pytest
 import torch
 from torch import nn
 
+from ae_anomaly.nn import blocked
 from ae_anomaly.nn.blocked import _FUSED_OPS, BlockedRun, blocked_runs
 from ae_anomaly.nn.fusion import for_scoring
 from ae_anomaly.nn.models import build_model
@@ -98,13 +101,50 @@ def test_other_dtypes_take_the_ordinary_path() -> None:
         assert torch.equal(fast(images), plain(images))
 
 
-def test_compiling_traces_the_ordinary_path_in_one_graph() -> None:
+def test_compiling_traces_the_ordinary_path_in_one_graph(monkeypatch: pytest.MonkeyPatch) -> None:
     # A check the compiler cannot trace (oneDNN's availability, say) would split the
     # compiled network in pieces and slow it down.
+    monkeypatch.setattr(blocked, "_RUN_OUTSIDE_GRAPH", None)
     fast = for_scoring(build_model("conv-dense", (1, 28, 28)))
     with torch.inference_mode():
         explained = torch._dynamo.explain(fast)(torch.rand(4, 1, 28, 28))
     assert explained.graph_count == 1 and explained.graph_break_count == 0
+
+
+def test_compiled_scoring_calls_the_runs_as_they_are_around_its_graph(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    blocked.outside_compiled_graphs()
+    fast = for_scoring(build_model("conv-dense", (1, 28, 28)))
+    images = torch.rand(4, 1, 28, 28)
+    checks: list[bool] = []
+    real = blocked._blockable
+
+    def counted(x: torch.Tensor) -> bool:
+        checks.append(real(x))
+        return checks[-1]
+
+    monkeypatch.setattr(blocked, "_blockable", counted)
+    with torch.inference_mode():
+        expected = fast(images)
+        compiled = torch.compile(fast, dynamic=True)
+        compiled(images)
+        checks.clear()
+        got = compiled(images)
+    # Each call runs both runs (the encoder's, the decoder's) in oneDNN's layout; a run
+    # traced into the graph would not be called at all.
+    assert checks == [True, True]
+    assert torch.allclose(got, expected, rtol=0, atol=1e-6)
+
+
+def test_importing_the_scoring_code_does_not_load_the_compiler() -> None:
+    # torch's compiler takes a second to import: only compiling may load it.
+    code = (
+        "import sys, ae_anomaly.detector.estimator, ae_anomaly.nn.compiled;"
+        "print('torch._dynamo' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stdout.strip() == "False", done.stderr
 
 
 def test_a_network_with_a_nan_weight_keeps_pytorchs_relu_and_gives_nan() -> None:

@@ -15,7 +15,7 @@ compiled) a run calls its layers one after the other, as the Sequential it came 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import torch
@@ -65,6 +65,11 @@ class BlockedRun(nn.Module):
                 self._plan.append((layer, False))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.compiler.is_compiling() and _RUN_OUTSIDE_GRAPH is not None:
+            return _RUN_OUTSIDE_GRAPH(self, x)
+        return self._run(x)
+
+    def _run(self, x: torch.Tensor) -> torch.Tensor:
         if not _blockable(x):
             for layer in self.layers:
                 x = layer(x)
@@ -72,10 +77,24 @@ class BlockedRun(nn.Module):
         blocked = x.to_mkldnn()  # a copy: the ReLUs below may work in place
         for layer, relu in self._plan:
             if isinstance(layer, SubPixelConv):  # always last (blocked_runs)
-                out = layer.convolve(blocked).to_dense()
-                return layer.shuffle(torch.relu_(out) if relu else out)
+                return layer.shuffle(layer.convolve(blocked).to_dense())
             blocked = _step(layer, blocked, relu)
         return blocked.to_dense()
+
+
+# BlockedRun._run as a function compiled code calls as it is (outside_compiled_graphs).
+_RUN_OUTSIDE_GRAPH: Callable[[BlockedRun, torch.Tensor], torch.Tensor] | None = None
+
+
+def outside_compiled_graphs() -> None:
+    """Have compiled code (nn/compiled.py) call blocked runs as they are, outside its
+    graph, which still compiles around them: TorchInductor's convolutions with a variable
+    batch size are oneDNN's on plain tensors, reordered at every layer. Compiled scores
+    ran at 1.07-1.15x ONNX Runtime's speed so, 0.89-0.99x with the runs compiled
+    (benchmarks/speed.py). Imports torch's compiler (a second), so only when compiling."""
+    global _RUN_OUTSIDE_GRAPH
+    if _RUN_OUTSIDE_GRAPH is None:
+        _RUN_OUTSIDE_GRAPH = torch.compiler.disable(BlockedRun._run)
 
 
 def _step(layer: nn.Module, x: torch.Tensor, relu: bool) -> torch.Tensor:

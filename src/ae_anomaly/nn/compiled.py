@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ae_anomaly.nn.blocked import outside_compiled_graphs
 from ae_anomaly.nn.ensemble import MemberOutputs, mean_score
 from ae_anomaly.scores.scorer import Scorer
 
@@ -51,6 +52,7 @@ class CompiledScoring(nn.Module):
     def __init__(self, scoring: nn.Module) -> None:
         super().__init__()
         self.scoring = scoring.eval()
+        outside_compiled_graphs()  # oneDNN's blocked runs stay as they are
         # The weights are frozen into the compiled code (constants, prepacked): a copy
         # made for scoring never changes, and a changed network gets a new copy.
         self._compiled: Any = torch.compile(scoring, dynamic=True, options={"freezing": True})
