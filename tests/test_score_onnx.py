@@ -146,3 +146,11 @@ def test_bad_float_values_are_refused_as_by_the_detector(saved: Path, tmp_path: 
     result = score("--detector", saved.parent / "detector.onnx", tmp_path / "bright.npy")
     assert result.exit_code == EXIT_USER_ERROR
     assert "values in [0, 1]" in result.stderr
+
+
+def test_under_torchrun_a_model_is_one_sentence(saved: Path, images_dir: Path) -> None:
+    result = CliRunner(env={"WORLD_SIZE": "2", "RANK": "0"}).invoke(
+        cli, ["score", "--detector", str(saved.parent / "detector.onnx"), str(images_dir)]
+    )
+    assert result.exit_code == EXIT_USER_ERROR
+    assert "scored by one process" in result.stderr

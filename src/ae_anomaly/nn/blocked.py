@@ -65,7 +65,8 @@ class BlockedRun(nn.Module):
                 self._plan.append((layer, False))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.compiler.is_compiling() and _RUN_OUTSIDE_GRAPH is not None:
+        # (the device is a constant of the compiled code, not a runtime check)
+        if torch.compiler.is_compiling() and _RUN_OUTSIDE_GRAPH is not None and _on_cpu(x):
             return _RUN_OUTSIDE_GRAPH(self, x)
         return self._run(x)
 
@@ -147,12 +148,15 @@ def _convolves(layer: nn.Module) -> bool:
     return isinstance(layer, nn.Conv2d | nn.ConvTranspose2d | SubPixelConv)
 
 
+def _on_cpu(x: torch.Tensor) -> bool:
+    return x.device.type == "cpu" and x.dtype == torch.float32
+
+
 def _blockable(x: torch.Tensor) -> bool:
     if torch.compiler.is_compiling():  # first: the checks below would break the graph
         return False
     return (
-        x.device.type == "cpu"
-        and x.dtype == torch.float32
+        _on_cpu(x)
         and x.dim() == 4
         and not torch.is_grad_enabled()
         and torch.backends.mkldnn.is_available()

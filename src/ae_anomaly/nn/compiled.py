@@ -1,22 +1,24 @@
-"""Scoring through ``torch.compile``: the network and the score in fewer, fused kernels.
+"""Scoring through ``torch.compile``: the score's arithmetic in fewer, fused kernels.
 
-Eager PyTorch runs each operation on its own: every ReLU and every step of SSIM's
-arithmetic is a pass over memory, and each convolution reorders its input for oneDNN.
-``torch.compile`` (TorchInductor) fuses the element-wise work, folds the frozen weights
-into prepacked convolutions with their ReLUs, and writes the rest as generated C++.
-Measured with conv-dense on 10,000 MNIST digits, one CPU thread, against ONNX Runtime
-on the same exported graph (BENCHMARKS.md, Speed): mse 0.91, ssim+latent 1.03, the
-one-class recipe 1.04, where uncompiled scoring reaches 0.88, 0.84 and 0.85.
+Eager PyTorch runs each operation on its own: every step of SSIM's arithmetic is a pass
+over memory. ``torch.compile`` (TorchInductor) fuses the element-wise work and writes it
+as generated C++; the network's runs of convolutions stay oneDNN's, called as they are
+in its blocked layout (nn/blocked.py), which TorchInductor's own convolutions with a
+variable batch size do not reach. Measured with conv-dense on 10,000 MNIST digits, one
+CPU thread, against ONNX Runtime on the same exported graph (BENCHMARKS.md, Speed): mse
+1.07, ssim+latent 1.13, the one-class recipe 1.08, where uncompiled scoring reaches
+1.06, 1.00 and 0.94.
 
-The price is the compile: 10 to 30 s per detector and process (with a C++ compiler; the
+The price is the compile: 9 to 30 s per detector and process (with a C++ compiler; the
 generated code is cached on disk, so a second process on the same machine starts
 sooner). So it is asked for (``AutoencoderDetector.compile()``, ``--compile``) by long
 jobs, a server or millions of images, and never made automatic. The batch size is
-compiled as a variable: a batch of one, of 2 to 15 (torch's convolutions treat them
-apart) and of more each compile once, whatever the sizes. Where compiling fails (no
+compiled as a variable: a batch of one and of more each compile once, whatever the
+sizes (2 to 15 apart from 16 and more where the convolutions are in the compiled graph,
+as on a GPU: torch's convolutions treat them apart). Where compiling fails (no
 C++ compiler, an operation TorchInductor cannot take), scoring goes on uncompiled, with
 one warning. Scores equal uncompiled ones to float rounding, which the score's
-calibration magnifies: within 2.1e-5 on the recipe's combined score (it spans about -9
+calibration magnifies: within 1.7e-5 on the recipe's combined score (it spans about -9
 to 10), and within 1e-4 of the scores' spread for a detector trained briefly.
 """
 

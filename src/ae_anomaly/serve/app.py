@@ -67,8 +67,9 @@ def create_app(settings: ServeSettings) -> FastAPI:
         if settings.compile:
             detector.compile()
         # Warm up before the first request. Compiled, each of these batch sizes has code
-        # of its own, made on first use: one image, 2 to 15 (torch's convolutions treat
-        # them apart), and more; a compile during serving stalled requests for seconds.
+        # of its own, made on first use: one image, and more (2 to 15 apart from 16 and
+        # more where the convolutions are in the compiled graph, as on a GPU); a compile
+        # during serving stalled requests for seconds.
         sizes = (1, 2, 16) if settings.compile else (1,)
         for size in (n for n in sizes if n <= settings.max_batch):
             detector.decision_function(np.zeros((size, *detector.input_shape_), np.uint8))
