@@ -9,8 +9,8 @@ from torch import nn
 
 from ae_anomaly.errors import UserError
 from ae_anomaly.nn.fusion import for_scoring, scoring_copy
-from ae_anomaly.nn.sub_pixel import SubPixelConv
 from ae_anomaly.nn.models import build_model, model_names
+from ae_anomaly.nn.sub_pixel import SubPixelConv
 from ae_anomaly.scores import pixel
 
 
