@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 import sys
@@ -34,10 +35,22 @@ def _faults_per_pass(mode: str) -> float:
 
 
 @pytest.mark.skipif(
-    platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc only"
+    platform.system() != "Linux"
+    or platform.libc_ver()[0] != "glibc"
+    or bool(os.environ.get("LD_PRELOAD")),  # another malloc
+    reason="glibc's malloc only",
 )
 def test_scoring_batch_after_batch_faults_no_pages_in() -> None:
     # glibc's defaults hand the activations' pages back and fault them in again: about
-    # 16,000 faults a pass measured; kept in the heap, none.
-    assert _faults_per_pass("default") > 2_000
-    assert _faults_per_pass("kept") < 200
+    # 16,000 faults a pass measured; kept in the heap, none. (Huge pages would make
+    # fewer faults of both kinds, so the test compares the two.)
+    default, kept = _faults_per_pass("default"), _faults_per_pass("kept")
+    assert default > 100
+    assert kept < default / 20
+
+
+def test_the_setting_can_be_left_alone() -> None:
+    code = "from ae_anomaly.nn.heap import keep_freed_memory; print(keep_freed_memory())"
+    env = {**os.environ, "AE_ANOMALY_KEEP_FREED_MEMORY": "0"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.stdout.strip() == "False", done.stderr

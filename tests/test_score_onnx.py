@@ -154,3 +154,64 @@ def test_under_torchrun_a_model_is_one_sentence(saved: Path, images_dir: Path) -
     )
     assert result.exit_code == EXIT_USER_ERROR
     assert "scored by one process" in result.stderr
+
+
+def _ours_changed(saved: Path, path: Path, change: Any) -> Path:
+    """The exported model with ``change(model)`` applied."""
+    import onnx
+
+    model = onnx.load(saved.parent / "detector.onnx")
+    change(model)
+    onnx.save(model, path)
+    return path
+
+
+def _metadata(key: str, value: str) -> Any:
+    def change(model: Any) -> None:
+        for prop in model.metadata_props:
+            if prop.key == key:
+                prop.value = value
+
+    return change
+
+
+def _renamed_score(model: Any) -> None:
+    for node in model.graph.node:
+        node.output[:] = ["total" if o == "score" else o for o in node.output]
+    model.graph.output[0].name = "total"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (_metadata("threshold", "nan"), "its threshold is nan"),
+        (_metadata("input_shape", "[1, 0, 28]"), "are not ours"),
+        (_renamed_score, "are not ours"),
+    ],
+)
+def test_a_tampered_model_is_one_sentence(
+    saved: Path, images_dir: Path, tmp_path: Path, change: Any, message: str
+) -> None:
+    model = _ours_changed(saved, tmp_path / "changed.onnx", change)
+    result = score("--detector", model, images_dir / "000.png")
+    assert result.exit_code == EXIT_USER_ERROR
+    assert message in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_a_model_giving_nan_scores_gives_no_verdict(saved: Path, tmp_path: Path) -> None:
+    import onnx
+    from onnx import numpy_helper
+
+    def poisoned(model: Any) -> None:
+        first = model.graph.initializer[0]
+        values = numpy_helper.to_array(first).copy()
+        values.flat[:] = np.nan
+        first.CopyFrom(numpy_helper.from_array(values, first.name))
+
+    model = _ours_changed(saved, tmp_path / "nan.onnx", poisoned)
+    assert onnx.load(model)  # still a valid model
+    np.save(tmp_path / "few.npy", np.full((3, 28, 28), 128, np.uint8))
+    result = score("--detector", model, tmp_path / "few.npy")
+    assert result.exit_code == EXIT_USER_ERROR
+    assert "not finite numbers" in result.stderr

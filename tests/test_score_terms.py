@@ -107,3 +107,17 @@ def test_a_registered_term_needs_a_model_with_a_code(registered: None, mnist: Da
         AutoencoderDetector(**{**PARAMS, "model": "conv-bn"}, score="code-norm").fit(
             mnist.train_images[:50]
         )
+
+
+def test_knn_in_rows_gives_the_values_of_one_pass() -> None:
+    # A batch's distances are computed KNN_ROWS codes at a time, to bound the memory.
+    from ae_anomaly.scores import code
+
+    torch.manual_seed(0)
+    term = code.CodeNeighbours(16, 3000)
+    term.reference.normal_()
+    codes = torch.randn(3 * code.KNN_ROWS + 17, 16)
+    with torch.inference_mode():
+        by_rows = term(codes)
+        whole = term._mean_distances(codes)  # shift 0, scale 1: the codes as they are
+    assert torch.equal(by_rows, whole)

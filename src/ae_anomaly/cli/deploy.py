@@ -63,7 +63,7 @@ T = TypeVar("T")
     "--compile",
     "compile_scoring",
     is_flag=True,
-    help="Compile the scoring with torch.compile first: up to 20% faster on a CPU, "
+    help="Compile the scoring with torch.compile first: up to 15% faster on a CPU, "
     "after 10-30 s of compiling. For millions of images.",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
@@ -202,10 +202,10 @@ def _scoring_detector(detector_dir: Path, device: str, compile_scoring: bool) ->
 
 def _check_onnx_options(error_maps: Path | None, device: str, compile_scoring: bool) -> None:
     """One sentence for an option that an ONNX model cannot serve."""
+    from ae_anomaly.deploy.onnx_detector import NO_ERROR_MAPS
+
     if error_maps is not None:
-        raise UserError(
-            "--error-maps needs the saved detector folder; an ONNX model gives scores only"
-        )
+        raise UserError(NO_ERROR_MAPS)
     if compile_scoring:
         raise UserError(
             "--compile compiles PyTorch's scoring; an ONNX model is scored by ONNX Runtime"

@@ -74,7 +74,8 @@ detector_option = click.option(
     "detector_dir",
     required=True,
     type=click.Path(path_type=Path),
-    help="A saved detector folder (detector.json + weights.safetensors).",
+    help="A saved detector folder (detector.json + weights.safetensors); score also "
+    "takes the .onnx file export wrote.",
 )
 
 

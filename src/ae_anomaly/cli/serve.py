@@ -59,7 +59,7 @@ TOKEN_VARIABLE = "AE_ANOMALY_TOKEN"
     "--compile",
     "compile_scoring",
     is_flag=True,
-    help="Compile the scoring with torch.compile before serving: up to 20% more "
+    help="Compile the scoring with torch.compile before serving: up to 15% more "
     "images/s on a CPU, after 10-30 s of compiling at start-up.",
 )
 def serve(

@@ -23,6 +23,8 @@ ARRAY_SUFFIXES = (".npy", ".npz")
 _ARRAY_MAGIC = {".npy": b"\x93NUMPY", ".npz": b"PK\x03\x04"}
 # Keys tried, in order, in an .npz holding more than one array.
 NPZ_KEYS = ("images", "x", "X")
+# uint8 pixels are divided by this; float input must already lie in [0, 1].
+UINT8_SCALE = 255.0
 # Images checked at a time for bad float values, or copied to a device (no copy of the
 # whole set is made on the host).
 CHECK_CHUNK = 4096

@@ -16,11 +16,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ae_anomaly.data.arrays import CHECK_CHUNK, check_float_images
+from ae_anomaly.data.arrays import CHECK_CHUNK, UINT8_SCALE, check_float_images
 from ae_anomaly.errors import UserError
 
-# uint8 pixels are divided by this; float input must already lie in [0, 1].
-UINT8_SCALE = 255.0
 # The share of an accelerator's free memory the images may take to be kept there.
 RESIDENT_SHARE = 0.5
 

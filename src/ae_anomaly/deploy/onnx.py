@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from ae_anomaly import __version__
+from ae_anomaly.deploy.onnx_detector import INPUT_NAME, SCORE_NAME
 from ae_anomaly.detector.estimator import AutoencoderDetector
 from ae_anomaly.errors import UserError
 from ae_anomaly.fileio import write_bytes
@@ -40,8 +41,7 @@ from ae_anomaly.nn.patches import PatchGrid
 
 # Opset 17 is read by every onnxruntime since 1.11 and covers every op used here.
 OPSET = 17
-INPUT_NAME = "images"
-OUTPUT_NAMES = ("score", "reconstruction")
+OUTPUT_NAMES = (SCORE_NAME, "reconstruction")
 EXPORT_FORMATS = ("onnx",)
 
 

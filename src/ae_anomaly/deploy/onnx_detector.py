@@ -2,10 +2,10 @@
 
 ``ae-anomaly score --detector model.onnx`` scores with the model ``ae-anomaly export``
 wrote: the graph that is deployed, and a command that never imports torch. On this
-project's machine importing torch alone takes 1.2 s, so scoring one image with a saved
-detector folder takes about 1.5 s, and with its ONNX model about 0.5 s (BENCHMARKS.md,
-Speed). The rows are those of the saved detector, the scores equal to float rounding
-(ONNX Runtime's kernels sum in their own order: within 3e-5 for the one-class recipe).
+project's machine importing torch alone takes 1.3 s, so scoring one image with a saved
+detector folder took 1.70 s, and with its ONNX model 0.42 s (BENCHMARKS.md, Speed). The
+rows are those of the saved detector, the scores equal to float rounding (ONNX
+Runtime's kernels sum in their own order: within 3e-5 for the one-class recipe).
 
 The model's metadata (deploy/onnx.py) gives the threshold, the input shape and the score
 kind. Error maps need the saved detector folder: the exported graph gives scores and
@@ -16,18 +16,21 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ae_anomaly.data.arrays import check_float_images
+from ae_anomaly.data.arrays import UINT8_SCALE, check_float_images
 from ae_anomaly.errors import UserError
 
 # Images per run: the knn term holds an (N, reference codes) distance matrix per run.
 RUN_BATCH = 256
-INPUT_NAME = "images"  # deploy/onnx.py, which imports torch, has the same
-UINT8_SCALE = np.float32(255.0)
+# The exported graph's input and score (deploy/onnx.py, which imports torch, uses these).
+INPUT_NAME = "images"
+SCORE_NAME = "score"
+NO_ERROR_MAPS = "--error-maps needs the saved detector folder; an ONNX model gives scores only"
 
 
 class OnnxDetector:
@@ -38,18 +41,26 @@ class OnnxDetector:
         self._session = session
         self.path = path
         metadata = session.get_modelmeta().custom_metadata_map
+        not_ours = f"{path} was not exported by ae-anomaly export"
         try:
             self.threshold_ = float(metadata["threshold"])
             self.input_shape_ = tuple(int(d) for d in json.loads(metadata["input_shape"]))
             self.score_ = str(metadata["score"])
         except (KeyError, ValueError, TypeError):
             raise UserError(
-                f"{path} was not exported by ae-anomaly export: its metadata has no "
-                "threshold, input shape and score"
+                f"{not_ours}: its metadata has no threshold, input shape and score"
             ) from None
-        inputs = [i.name for i in session.get_inputs()]
-        if inputs != [INPUT_NAME] or len(self.input_shape_) != 3:
-            raise UserError(f"{path} was not exported by ae-anomaly export: unexpected inputs")
+        if not math.isfinite(self.threshold_):
+            raise UserError(f"{not_ours}: its threshold is {self.threshold_}, not a number")
+        inputs, outputs = session.get_inputs(), [o.name for o in session.get_outputs()]
+        if (
+            [i.name for i in inputs] != [INPUT_NAME]
+            or inputs[0].type != "tensor(float)"
+            or SCORE_NAME not in outputs
+            or len(self.input_shape_) != 3
+            or min(self.input_shape_) < 1
+        ):
+            raise UserError(f"{not_ours}: its inputs, outputs or input shape are not ours")
 
     @classmethod
     def load(cls, path: Path | str) -> OnnxDetector:
@@ -62,9 +73,9 @@ class OnnxDetector:
             )
         if not path.is_file():
             raise UserError(f"no ONNX model at {path}")
-        import onnxruntime as ort
-
         try:
+            import onnxruntime as ort
+
             session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own classes for any bad file
             reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
@@ -84,16 +95,26 @@ class OnnxDetector:
             )
         if images.dtype != np.uint8:
             check_float_images(images)
-        parts = [
-            self._session.run(["score"], {INPUT_NAME: _floats(images[s : s + RUN_BATCH])})[0]
-            for s in range(0, len(images), RUN_BATCH)
-        ]
-        return np.concatenate(parts).astype(np.float64) if parts else np.zeros(0)
+        parts = [self._run(images[s : s + RUN_BATCH]) for s in range(0, len(images), RUN_BATCH)]
+        scores = np.concatenate(parts).astype(np.float64) if parts else np.zeros(0)
+        broken = np.flatnonzero(~np.isfinite(scores))
+        if broken.size:  # NaN is above no threshold: it would read as "normal"
+            raise UserError(
+                f"the model gave {broken.size} score(s) that are not finite numbers (the "
+                f"first for image {broken[0]}): its weights are broken, so it can give no "
+                "verdict"
+            )
+        return scores
+
+    def _run(self, images: np.ndarray) -> np.ndarray:
+        try:
+            return self._session.run([SCORE_NAME], {INPUT_NAME: _floats(images)})[0]  # type: ignore[no-any-return]
+        except Exception as exc:  # onnxruntime's own classes: a graph that cannot run
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise UserError(f"{self.path} could not score the images ({reason})") from None
 
     def reconstruct(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
-        raise UserError(
-            "error maps need the saved detector folder; an ONNX model gives scores only"
-        )
+        raise UserError(NO_ERROR_MAPS)
 
     def error_map_kind(self) -> str:
         return self.score_

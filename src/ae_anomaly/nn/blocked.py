@@ -5,9 +5,11 @@ a blocked layout (16 channels side by side for each pixel). Handed ordinary (N, 
 tensors, every convolution converts its input into that layout and its output back: on
 conv-dense those conversions were 7.7 of the 29 ms a forward pass took per 512 digits
 (oneDNN's own log, one thread). A run of convolutions and ReLUs here converts once at
-each end, and its ReLUs work in place on the run's own tensors. The kernels are the
-same, so the outputs are the same to the bit; conv-dense's pass took 23.4 ms instead of
-29 (benchmarks/speed.py has the whole-score figures).
+each end, and its ReLUs are applied as its convolutions write. The kernels are those
+oneDNN picks for plain tensors, so the outputs are a plain network's to the bit, and
+within float rounding (6e-8 on conv-dense) of a channels-last one's, the layout training
+uses; conv-dense's pass took 23.4 ms instead of 29 (benchmarks/speed.py has the
+whole-score figures).
 
 Elsewhere (a GPU, other dtypes, gradients on, a graph being traced, exported or
 compiled) a run calls its layers one after the other, as the Sequential it came from.
@@ -54,6 +56,8 @@ class BlockedRun(nn.Module):
 
     def __init__(self, layers: Sequence[nn.Module]) -> None:
         super().__init__()
+        if any(isinstance(layer, SubPixelConv) for layer in layers[:-1]):
+            raise ValueError("a sub-pixel convolution can only end a run: it shuffles pixels")
         self.layers = nn.ModuleList(layers)
         # (layer, whether a ReLU follows it): a folded batch-norm (Identity) is skipped
         # and a convolution's ReLU is applied as the convolution writes its output.
