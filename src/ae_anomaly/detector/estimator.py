@@ -359,8 +359,8 @@ class AutoencoderDetector(ModelParams, ScoreParams, AutoencoderTraining, ImageEs
         return mapped[0] if mapped else "mse"
 
     def compile(self) -> AutoencoderDetector:
-        """Score through ``torch.compile`` from now on (nn/compiled.py): 1.04 to 1.23x
-        faster on a CPU once compiled, but the first scoring compiles for 10 to 30 s.
+        """Score through ``torch.compile`` from now on (nn/compiled.py): 1.01 to 1.15x
+        faster on a CPU once compiled, but the first scoring compiles for 9 to 30 s.
         For a server or millions of images; the scores equal uncompiled ones to float
         rounding. Not saved with the detector. Returns the detector."""
         self._fitted_model()

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ae_anomaly.nn.sub_pixel import SubPixelConv
+from ae_anomaly.nn.tracing import traced
 
 
 def blocked_runs(layers: nn.Sequential) -> None:
@@ -157,13 +158,11 @@ def _on_cpu(x: torch.Tensor) -> bool:
 
 
 def _blockable(x: torch.Tensor) -> bool:
-    if torch.compiler.is_compiling():  # first: the checks below would break the graph
+    if traced():  # first: the checks below would break a compiled graph
         return False
     return (
         _on_cpu(x)
         and x.dim() == 4
         and not torch.is_grad_enabled()
         and torch.backends.mkldnn.is_available()
-        and not torch.jit.is_tracing()
-        and not torch.onnx.is_in_onnx_export()
     )

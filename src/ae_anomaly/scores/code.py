@@ -30,7 +30,8 @@ import torch
 from torch import nn
 
 from ae_anomaly.errors import UserError
-from ae_anomaly.scores.term import Term, exporting
+from ae_anomaly.nn.tracing import exporting, traced
+from ae_anomaly.scores.term import Term
 
 MAX_COMPONENTS = 10
 # Added to each covariance's diagonal (codes are standardised first, so this is
@@ -172,7 +173,7 @@ class CodeNeighbours(CodeTerm):
     def forward(self, codes: torch.Tensor) -> torch.Tensor:
         """(N, d) codes -> (N,) mean distances to the nearest reference codes."""
         z = (codes.flatten(1) - self.shift) / self.scale
-        if len(z) > KNN_ROWS and not (exporting() or torch.compiler.is_compiling()):
+        if len(z) > KNN_ROWS and not traced():
             return torch.cat([self._mean_distances(rows) for rows in z.split(KNN_ROWS)])
         return self._mean_distances(z)
 

@@ -33,8 +33,9 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
+from ae_anomaly.nn.tracing import traced
 from ae_anomaly.scores.names import PIXEL_SCORES
-from ae_anomaly.scores.term import Term, exporting
+from ae_anomaly.scores.term import Term
 
 BLUR_SIGMA = 1.0  # pixels; 0.5 and 2 were worse on one-class MNIST (BENCHMARKS.md)
 # Patch mode scores a tile by the peak of its error map smoothed by this Gaussian: a
@@ -88,7 +89,7 @@ def image_scores(images: torch.Tensor, reconstructions: torch.Tensor, kind: str)
     An ONNX export or a compile traces one pass over the whole batch (compiled, the
     passes are fused)."""
     step = max(MIN_CHUNK, CACHE_BYTES // (images[0].numel() * images.element_size()))
-    if _traced() or len(images) <= step:
+    if traced() or len(images) <= step:
         return _image_scores(images, reconstructions, kind)
     parts = [
         _image_scores(images[i : i + step], reconstructions[i : i + step], kind)
@@ -153,11 +154,6 @@ def gaussian_blur(
     return F.conv2d(out, col, padding=(radius, 0), groups=channels)
 
 
-def _traced() -> bool:
-    """Whether this runs to be traced into a graph (an ONNX export, torch.compile)."""
-    return exporting() or torch.compiler.is_compiling()
-
-
 def _kernel(sigma: float, radius: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """The normalised Gaussian kernel, 2 radius + 1 taps."""
     weights = [math.exp(-(k * k) / (2 * sigma * sigma)) for k in range(-radius, radius + 1)]
@@ -168,7 +164,7 @@ def _band(sigma: float, radius: int, size: int, like: torch.Tensor) -> torch.Ten
     """The (size, size) matrix with the kernel along its diagonals: entry (i, j) is the
     weight pixel i gives pixel j, zero where they are further apart than the kernel. Made
     once per size and device (an ONNX export or a compile traces it as a constant)."""
-    if _traced():
+    if traced():
         return _banded(sigma, radius, size, like.dtype, like.device)
     return _cached_band(sigma, radius, size, like.dtype, like.device)
 

@@ -21,12 +21,6 @@ from ae_anomaly.errors import UserError
 from ae_anomaly.scores.names import AUTO_SCORE, TERMS, parse_score
 
 
-def exporting() -> bool:
-    """Whether a term runs to be traced into an exported graph (ONNX), which takes its
-    plain form: the shortcuts for eager scoring (caches, chunks) are not traced."""
-    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
-
-
 class Term(nn.Module):
     name: ClassVar[str]
     needs_code: ClassVar[bool] = False
